@@ -522,7 +522,7 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
 }
 
 /// Attributes the filter sets itself; a route may not configure them.
-pub const RESERVED_ATTRIBUTES: [&str; 10] = [
+pub const RESERVED_ATTRIBUTES: &[&str] = &[
     "order.id",
     "order.status",
     "order.status.attempted",
@@ -532,7 +532,11 @@ pub const RESERVED_ATTRIBUTES: [&str; 10] = [
     "url.path",
     "url.query",
     "server.address",
+    "server.port",
     "error.type",
+    "order.status.previous",
+    "order.stage.duration_ms",
+    "order.transition.unexpected",
 ];
 
 #[cfg(test)]

@@ -573,7 +573,11 @@ fn build_span(cfg: &Config, a: &Active, end_ns: u64, failure: Option<String>) ->
         ));
     }
     if !a.authority.is_empty() {
-        attributes.push(("server.address".into(), AttrValue::Str(a.authority.clone())));
+        let (host, port) = split_authority(&a.authority);
+        attributes.push(("server.address".into(), AttrValue::Str(host.to_string())));
+        if let Some(p) = port {
+            attributes.push(("server.port".into(), AttrValue::Int(i64::from(p))));
+        }
     }
     if a.status_code > 0 {
         attributes.push((
@@ -671,6 +675,18 @@ fn build_span(cfg: &Config, a: &Active, end_ns: u64, failure: Option<String>) ->
         },
         status_message,
     }
+}
+
+/// `host:port` → (host, port); IPv6 literals keep their brackets (`[::1]:80` → `[::1]`, 80).
+fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if let Some((host, port)) = authority.rsplit_once(':') {
+        if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) {
+            if let Ok(p) = port.parse::<u16>() {
+                return (host, Some(p));
+            }
+        }
+    }
+    (authority, None)
 }
 
 fn scan_capture(c: &Capture, pointers: &[jsonscan::JsonPointer]) -> Vec<Option<String>> {

@@ -751,3 +751,16 @@ fn failed_requests_do_not_move_the_lifecycle() {
     assert_eq!(spans[0].name, "shop.submit");
     assert_eq!(w.counters.transitions, 0);
 }
+
+#[test]
+fn authority_splits_into_address_and_port() {
+    for (auth, host, port) in [
+        ("shop.local", "shop.local", None),
+        ("127.0.0.1:8080", "127.0.0.1", Some(8080)),
+        ("[::1]:443", "[::1]", Some(443)),
+        ("[::1]", "[::1]", None),
+        ("host:notaport", "host:notaport", None),
+    ] {
+        assert_eq!(split_authority(auth), (host, port), "{auth}");
+    }
+}

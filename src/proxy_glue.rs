@@ -236,9 +236,20 @@ impl RootContext for Root {
             }
         };
         // Read once: the node id never changes while the VM lives.
-        let node_id = hostcalls::get_property(vec!["node", "id"])
-            .ok()
-            .flatten()
+        let node_id = ["node", "xds"]
+            .iter()
+            .find_map(|root| {
+                // Envoy 1.40 serves the node under `xds.node`; older builds under `node`.
+                let path = if *root == "xds" {
+                    vec!["xds", "node", "id"]
+                } else {
+                    vec!["node", "id"]
+                };
+                hostcalls::get_property(path)
+                    .ok()
+                    .flatten()
+                    .filter(|b| !b.is_empty())
+            })
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let interval = Duration::from_millis(config.collector.flush_interval_ms);

@@ -8,7 +8,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err("usage: ordertrace check CONFIG.json".to_string());
     };
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    let config = Config::from_json(&bytes).map_err(|e| format!("{path}: invalid configuration: {e}"))?;
+    let config =
+        Config::from_json(&bytes).map_err(|e| format!("{path}: invalid configuration: {e}"))?;
     print!("{}", describe(&config));
     println!("{path}: OK");
     Ok(())
@@ -19,17 +20,23 @@ fn source(c: &Config, route: usize, s: &Source) -> String {
     match s {
         Source::Literal(l) => format!("{l:?}"),
         Source::PathVar(i) => {
-            let name = r.and_then(|r| r.template.variables().get(*i)).map_or("?", |s| s.as_str());
+            let name = r
+                .and_then(|r| r.template.variables().get(*i))
+                .map_or("?", |s| s.as_str());
             format!("path variable {{{name}}}")
         }
         Source::Header(h) => format!("header {h}"),
         Source::Query(q) => format!("query parameter {q}"),
         Source::RequestBody(i) => {
-            let p = r.and_then(|r| r.request_pointers.get(*i)).map_or("?", |p| p.as_str());
+            let p = r
+                .and_then(|r| r.request_pointers.get(*i))
+                .map_or("?", |p| p.as_str());
             format!("request body {p}")
         }
         Source::ResponseBody(i) => {
-            let p = r.and_then(|r| r.response_pointers.get(*i)).map_or("?", |p| p.as_str());
+            let p = r
+                .and_then(|r| r.response_pointers.get(*i))
+                .map_or("?", |p| p.as_str());
             format!("response body {p}")
         }
     }
@@ -38,22 +45,43 @@ fn source(c: &Config, route: usize, s: &Source) -> String {
 pub fn describe(c: &Config) -> String {
     let mut out = String::new();
     let col = &c.collector;
-    out.push_str(&format!("service: {}{}\n", c.service, if c.public_edge { " (public edge)" } else { "" }));
+    out.push_str(&format!(
+        "service: {}{}\n",
+        c.service,
+        if c.public_edge { " (public edge)" } else { "" }
+    ));
     out.push_str(&format!(
         "export: cluster {} {}{} every {} ms, batches of {} spans, queue bound {} spans, timeout {} ms\n",
         col.cluster, col.authority, col.path, col.flush_interval_ms, col.max_batch_spans, col.max_queue_spans, col.timeout_ms
     ));
-    out.push_str(&format!("sampling: {} of new traces; parent decision kept\n", c.sampling_ratio));
-    out.push_str(&format!("body inspection: first {} bytes of JSON bodies, for routes that need them\n", c.body_max_bytes));
+    out.push_str(&format!(
+        "sampling: {} of new traces; parent decision kept\n",
+        c.sampling_ratio
+    ));
+    out.push_str(&format!(
+        "body inspection: first {} bytes of JSON bodies, for routes that need them\n",
+        c.body_max_bytes
+    ));
     out.push_str(&format!("routes ({}):\n", c.routes.len()));
     for (i, r) in c.routes.iter().enumerate() {
-        let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
-        out.push_str(&format!("  [{i}] {methods} {} -> span {:?}\n", r.template.as_str(), r.span_name));
+        let methods = if r.methods.is_empty() {
+            "*".to_string()
+        } else {
+            r.methods.join(",")
+        };
+        out.push_str(&format!(
+            "  [{i}] {methods} {} -> span {:?}\n",
+            r.template.as_str(),
+            r.span_name
+        ));
         if let Some(s) = &r.order_id {
             out.push_str(&format!("      order.id     <- {}\n", source(c, i, s)));
         }
         if let Some(s) = &r.status {
-            out.push_str(&format!("      order.status <- {} (on 2xx)\n", source(c, i, s)));
+            out.push_str(&format!(
+                "      order.status <- {} (on 2xx)\n",
+                source(c, i, s)
+            ));
         }
         for (k, s) in &r.attributes {
             out.push_str(&format!("      {k} <- {}\n", source(c, i, s)));

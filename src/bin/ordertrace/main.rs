@@ -16,10 +16,11 @@ const USAGE: &str = "usage: ordertrace <command> [args]
 
 commands:
   check CONFIG.json            validate a plugin config (the same code the filter runs at load)
-  sink [--listen ADDR] [--jsonl FILE] [--quiet]
+  sink [--listen 127.0.0.1:4318] [--jsonl FILE] [--quiet] [--max-body BYTES]
                                local OTLP/HTTP receiver: one readable line per span
-  refapi --service shop|crm|mes --listen ADDR
+  refapi --service shop|crm|mes [--listen ADDR] [--record FILE] [--quiet]
                                reference API upstream used by the demo and the tests
+                               (default ports 18000/18001/18002; x-demo-fail: 500 fails a request)
   trace-id ORDER_ID [--config CONFIG.json | --namespace NS] [--url TEMPLATE]
                                the order's lifecycle trace id (and its Jaeger/Tempo URL)
 ";

@@ -11,12 +11,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--namespace" => namespace = Some(it.next().ok_or("--namespace needs a value")?.clone()),
-            "--url" => url = Some(it.next().ok_or("--url needs a template with {trace_id}")?.clone()),
+            "--namespace" => {
+                namespace = Some(it.next().ok_or("--namespace needs a value")?.clone())
+            }
+            "--url" => {
+                url = Some(
+                    it.next()
+                        .ok_or("--url needs a template with {trace_id}")?
+                        .clone(),
+                )
+            }
             "--config" => {
                 let path = it.next().ok_or("--config needs a file")?;
                 let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-                let c = Config::from_json(&bytes).map_err(|e| format!("{path}: invalid configuration: {e}"))?;
+                let c = Config::from_json(&bytes)
+                    .map_err(|e| format!("{path}: invalid configuration: {e}"))?;
                 namespace = Some(c.lifecycle.namespace.clone());
                 if url.is_none() {
                     url = c.lifecycle.trace_url.clone();
@@ -26,7 +35,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             s => order_id = Some(s.to_string()),
         }
     }
-    let order_id = order_id.ok_or("usage: ordertrace trace-id ORDER_ID [--config C | --namespace NS] [--url T]")?;
+    let order_id = order_id
+        .ok_or("usage: ordertrace trace-id ORDER_ID [--config C | --namespace NS] [--url T]")?;
     let ns = namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let (trace_id, root) = lifecycle_ids(&ns, &order_id);
     println!("order {order_id}: lifecycle trace {trace_id} (root span {root}, namespace {ns:?})");
