@@ -258,13 +258,7 @@ pub const MAX_ROUTES: usize = 1024;
 impl Config {
     /// Parse and compile a JSON plugin configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            ConfigError::new(field, e.into_inner().to_string())
-        })?;
-        Config::compile(raw)
+        Config::compile(parse_raw(bytes)?)
     }
 
     pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -386,6 +380,92 @@ impl Config {
             r.template.matches(path).map(|caps| (i, r, caps))
         })
     }
+}
+
+/// Top-level keys of the configuration, in the order they are documented.
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "service",
+    "public_edge",
+    "collector",
+    "sampling",
+    "body",
+    "redaction",
+    "lifecycle",
+    "routes",
+];
+
+/// Parse the JSON into the raw shape, section by section, so an error carries the path of the field.
+///
+/// Sections are deserialized from a parsed `serde_json::Value` (rather than with a path-tracking
+/// deserializer) because every `Deserialize` impl is then instantiated once: this keeps the filter small.
+pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
+    let serde_json::Value::Object(mut top) = value else {
+        return Err(ConfigError::new(
+            "",
+            "the configuration must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = top.keys().find(|k| !TOP_LEVEL_KEYS.contains(&k.as_str())) {
+        return Err(ConfigError::new(
+            unknown.clone(),
+            format!(
+                "unknown field `{unknown}`, expected one of {}",
+                TOP_LEVEL_KEYS.join(", ")
+            ),
+        ));
+    }
+    fn take<T: serde::de::DeserializeOwned>(
+        top: &mut serde_json::Map<String, serde_json::Value>,
+        key: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        match top.remove(key) {
+            None => Ok(None),
+            Some(v) => section(v, key).map(Some),
+        }
+    }
+    let service: String = take(&mut top, "service")?
+        .ok_or_else(|| ConfigError::new("service", "missing field `service`"))?;
+    let collector: RawCollector = take(&mut top, "collector")?
+        .ok_or_else(|| ConfigError::new("collector", "missing field `collector`"))?;
+    let routes = match top.remove("routes") {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| section(v, &format!("routes[{i}]")))
+            .collect::<Result<Vec<RawRoute>, _>>()?,
+        Some(_) => return Err(ConfigError::new("routes", "must be an array of routes")),
+    };
+    Ok(RawConfig {
+        service,
+        public_edge: take(&mut top, "public_edge")?.unwrap_or(false),
+        collector,
+        sampling: take(&mut top, "sampling")?.unwrap_or_default(),
+        body: take(&mut top, "body")?.unwrap_or_default(),
+        redaction: take(&mut top, "redaction")?.unwrap_or_default(),
+        lifecycle: take(&mut top, "lifecycle")?.unwrap_or_default(),
+        routes,
+    })
+}
+
+/// Deserialize one section; an unknown or missing key is reported at its own path (`collector.flush_ms`).
+pub fn section<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    path: &str,
+) -> Result<T, ConfigError> {
+    serde_json::from_value(v).map_err(|e| {
+        let msg = e.to_string();
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| msg.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next());
+        match named {
+            Some(field) => ConfigError::new(format!("{path}.{field}"), msg),
+            None => ConfigError::new(path, msg),
+        }
+    })
 }
 
 fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
@@ -583,7 +663,7 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             (
                 r#"{"collector":{"cluster":"c"}}"#,
-                "",
+                "service",
                 "missing field `service`",
             ),
             (
