@@ -28,6 +28,13 @@ struct InFlight {
     spans: Vec<Vec<u8>>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    Retry,
+    Rejected,
+}
+
 /// What the glue should do after a tick or a response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -107,6 +114,40 @@ impl ExportQueue {
     /// or a reset, is a failure and the batch goes back to the front of the queue.
     /// Returns false when the token is not the one in flight (a stale answer, ignored).
     pub fn response(&mut self, token: u32, ok: bool, now_ns: u64, counters: &mut Counters) -> bool {
+        let outcome = if ok {
+            Outcome::Delivered
+        } else {
+            Outcome::Retry
+        };
+        self.settle(token, outcome, now_ns, counters)
+    }
+
+    /// The answer to request `token` as the collector gave it: `None` when there was no HTTP answer
+    /// (reset, connect failure). Per the OTLP/HTTP spec, 429, 502, 503 and 504 (and no answer) are
+    /// retried; any other non-2xx means the collector will never take this batch, so it is dropped
+    /// (counted) instead of blocking the queue behind it.
+    pub fn response_status(
+        &mut self,
+        token: u32,
+        status: Option<u16>,
+        now_ns: u64,
+        counters: &mut Counters,
+    ) -> bool {
+        let outcome = match status {
+            Some(s) if (200..300).contains(&s) => Outcome::Delivered,
+            None | Some(429 | 502 | 503 | 504) => Outcome::Retry,
+            Some(_) => Outcome::Rejected,
+        };
+        self.settle(token, outcome, now_ns, counters)
+    }
+
+    fn settle(
+        &mut self,
+        token: u32,
+        outcome: Outcome,
+        now_ns: u64,
+        counters: &mut Counters,
+    ) -> bool {
         let matches = self
             .in_flight
             .as_ref()
@@ -114,14 +155,21 @@ impl ExportQueue {
         if !matches {
             return false;
         }
-        if ok {
-            if let Some(f) = self.in_flight.take() {
-                counters.spans_exported += f.spans.len() as u64;
+        match outcome {
+            Outcome::Delivered => {
+                if let Some(f) = self.in_flight.take() {
+                    counters.spans_exported += f.spans.len() as u64;
+                }
+                self.backoff_ms = 0;
+                self.next_attempt_ns = 0;
             }
-            self.backoff_ms = 0;
-            self.next_attempt_ns = 0;
-        } else {
-            self.fail(now_ns, counters);
+            Outcome::Retry => self.fail(now_ns, counters),
+            Outcome::Rejected => {
+                counters.export_failures += 1;
+                if let Some(f) = self.in_flight.take() {
+                    counters.spans_dropped += f.spans.len() as u64;
+                }
+            }
         }
         true
     }
@@ -247,6 +295,33 @@ mod tests {
             "in-flight spans count toward the bound"
         );
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn permanent_rejections_drop_the_batch_and_retryable_ones_do_not() {
+        let mut c = Counters::default();
+        let mut q = ExportQueue::new(100, 2, 1000);
+        for i in 0..4 {
+            q.push(span(i), &mut c);
+        }
+        send(&mut q, 0, &mut c).unwrap();
+        assert!(q.response_status(1, Some(400), 0, &mut c));
+        assert_eq!((c.spans_dropped, c.export_failures), (2, 1));
+        assert_eq!(
+            send(&mut q, 0, &mut c).unwrap(),
+            ["2", "3"],
+            "the queue moves on at once"
+        );
+        for retryable in [None, Some(429), Some(502), Some(503), Some(504)] {
+            assert!(q.response_status(1, retryable, 0, &mut c));
+            assert_eq!(
+                send(&mut q, u64::MAX / 2, &mut c).unwrap(),
+                ["2", "3"],
+                "{retryable:?} is retried"
+            );
+        }
+        assert!(q.response_status(1, Some(200), 0, &mut c));
+        assert_eq!(c.spans_exported, 2);
     }
 
     #[test]

@@ -166,26 +166,33 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _num_headers: usize,
+        num_headers: usize,
         _body_size: usize,
         _num_trailers: usize,
     ) {
-        let ok = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| {
-                std::str::from_utf8(&s)
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok())
-            })
-            .is_some_and(|s| (200..300).contains(&s));
+        // A reset or connect failure arrives with no headers at all; reading them then is a BadArgument
+        // (and a trap in the SDK), so only look when there is something to read.
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| {
+                    std::str::from_utf8(&s)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u16>().ok())
+                })
+        };
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
         let more = {
             let Some(shared) = &self.worker else { return };
             let Ok(mut w) = shared.try_borrow_mut() else {
                 return;
             };
             let w = &mut *w;
-            w.queue.response(token_id, ok, now_nanos(), &mut w.counters);
+            w.queue
+                .response_status(token_id, status, now_nanos(), &mut w.counters);
             ok && w.queue.has_full_batch()
         };
         if more {
