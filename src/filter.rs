@@ -7,7 +7,7 @@
 
 use crate::config::{Config, Route, Source};
 use crate::export::ExportQueue;
-use crate::host::{RandomSource, StreamHost};
+use crate::host::{HeaderMap, RandomSource, StreamHost};
 use crate::ids::IdGenerator;
 use crate::jsonscan;
 use crate::lifecycle::LastStatus;
@@ -142,11 +142,8 @@ fn cut(mut s: String) -> String {
     s
 }
 
-fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h [u8]> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_slice())
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers.get(name)
 }
 
 impl RequestState {

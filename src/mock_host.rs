@@ -41,9 +41,9 @@ impl MockStream {
 }
 
 impl StreamHost for MockStream {
-    fn request_headers(&mut self) -> Vec<(String, Vec<u8>)> {
+    fn request_headers(&mut self) -> crate::host::HeaderMap {
         self.calls += 1;
-        self.request_headers.clone()
+        crate::host::HeaderMap::from_pairs(&self.request_headers)
     }
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
         self.calls += 1;
