@@ -59,7 +59,14 @@ contract: setup wasm ## contract tests: the built .wasm in our wasmtime proxy-wa
 e2e: setup build ## end-to-end tests against the real Envoy
 	$(CARGO) test --test e2e_envoy
 
-test: setup build lint validate ## every test (unit, contract, real Envoy)
+.PHONY: promtool
+promtool: ## Prometheus rules in deploy/prometheus/: promtool check + unit tests (installs Debian's prometheus if needed)
+	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+	promtool check rules deploy/prometheus/recording-rules.yml deploy/prometheus/alert-rules.yml
+	promtool check config deploy/prometheus/prometheus.example.yml
+	promtool test rules deploy/prometheus/tests/*.test.yml
+
+test: setup build lint validate promtool ## every test (unit, contract, real Envoy, alert rules)
 	$(CARGO) test --all-targets
 
 demo: setup build ## three Envoy edges, reference upstreams and the span sink; two orders end to end
@@ -74,6 +81,10 @@ bench: setup setup-bench wasm ## side-by-side benchmark vs plain Envoy and Envoy
 
 bench-quick: setup setup-bench wasm ## the same benchmark, quick (3 rounds x 2 s, ~1 min)
 	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --quick
+
+.PHONY: bench-fuel
+bench-fuel: setup wasm ## fuel (wasm instructions) per request and guest memory over 100 000 requests, on the contract host (deterministic, ~30 s)
+	$(CARGO) test --test fuel -- --nocapture fuel_per_request
 
 clean: ## remove build outputs
 	$(CARGO) clean

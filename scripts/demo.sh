@@ -2,7 +2,8 @@
 # `make demo`: the three Envoy edges (envoy/*-edge.yaml) with ordertrace.wasm, a reference upstream
 # behind each (`ordertrace refapi`), and the span sink (`ordertrace sink`). Drives two orders from
 # INITIATED to CLOSED through the edges (the second fails one step and retries it), then prints the
-# spans grouped by order. Everything it starts is stopped on exit or Ctrl-C.
+# spans grouped by order and, per order, its lifecycle trace id (`ordertrace trace-id`) and its
+# transitions in order. Everything it starts is stopped on exit or Ctrl-C.
 #
 # Overrides: ENVOY (default .venv/bin/envoy), CLI (default target/release/ordertrace),
 #            DEMO_KEEP=1 keeps the work dir (logs, spans.jsonl) even on success.
@@ -164,6 +165,13 @@ call "$B" PUT "$SHOP/api/orders/$B/model" -H 'content-type: model/stl' --data-bi
 for id in "$A" "$B"; do call "$id" POST "$SHOP/api/orders/$id/submit"; done
 for id in "$A" "$B"; do call "$id" POST "$MES/api/orders/$id/price"; done
 call dashboard GET "$MES/api/orders?status=NEW&page=1"
+# The calculation's result (in production the `order.price_calculated` message) is recorded on MES the
+# way operators set statuses; without it MES would see PRICE_CALCULATION_STARTED -> MANUFACTURING_STARTED,
+# a transition the lifecycle does not allow (flagged order.transition.unexpected).
+for id in "$A" "$B"; do
+  call "$id" PUT "$MES/api/orders/$id/status" -H 'content-type: application/json' \
+    --data '{"status":"PRICE_CALCULATED","operatorId":"price-calculator"}'
+done
 for id in "$A" "$B"; do
   call "$id" POST "$CRM/api/orders/$id/approve" -H 'content-type: application/json' --data '{"managerId":"m-7"}'
 done
@@ -248,6 +256,55 @@ for order in sorted(set(groups) | set(lifecycle), key=lambda o: (o.startswith("(
 print("\n%d spans in total (%d request spans)" % (len(spans), sum(len(v) for v in groups.values())))
 PY
 
+# --- each order's own lifecycle trace --------------------------------------------------------------
+# Every Envoy derives the same trace id from the order id and the lifecycle namespace of its config;
+# `ordertrace trace-id` computes it offline (and the Jaeger URL from lifecycle.trace_url).
+python3 - envoy/shop-edge.yaml "$WORK/shop-plugin.json" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().split("\n")
+start = next(i for i, l in enumerate(lines) if l.strip() == "value: |")
+indent = len(lines[start]) - len(lines[start].lstrip())
+block = []
+for l in lines[start + 1:]:
+    if l.strip() and len(l) - len(l.lstrip()) <= indent:
+        break
+    block.append(l)
+open(sys.argv[2], "w").write("\n".join(block))
+PY
+echo
+say "order lifecycles: one trace per order (ordertrace trace-id), its transitions from $WORK/spans.jsonl"
+for id in "$A" "$B"; do
+  out=$("$CLI" trace-id "$id" --config "$WORK/shop-plugin.json") || die "ordertrace trace-id $id failed"
+  trace=$(sed -n 's/.* lifecycle trace \([0-9a-f]\{32\}\) .*/\1/p' <<<"$out")
+  [[ -n $trace ]] || die "no trace id in: $out"
+  echo
+  sed 's/^/  /' <<<"$out"
+  python3 - "$WORK/spans.jsonl" "$trace" <<'PY'
+import json, sys
+path, trace = sys.argv[1], sys.argv[2]
+spans = [json.loads(l) for l in open(path) if l.strip()]
+mine = [s for s in spans if s.get("trace_id") == trace]
+roots = [s for s in mine if s.get("name") == "order.lifecycle"]
+changes = sorted((s for s in mine if "order.status" in s.get("attributes", {})),
+                 key=lambda s: (s.get("start_time_unix_nano", 0), s.get("end_time_unix_nano", 0)))
+requests = {(s.get("trace_id"), s.get("span_id")): s for s in spans if s.get("kind") == "SERVER"}
+print("  %d transitions in the lifecycle trace, root span order.lifecycle %s"
+      % (len(changes), "present" if roots else "MISSING"))
+for s in changes:
+    a = s.get("attributes", {})
+    after = ""
+    if "order.status.previous" in a:
+        after = "after %s, %s ms" % (a["order.status.previous"], a.get("order.stage.duration_ms", "?"))
+    flag = "  UNEXPECTED" if a.get("order.transition.unexpected") else ""
+    link = (s.get("links") or [{}])[0]
+    req = requests.get((link.get("trace_id"), link.get("span_id")))
+    via = ("<- %s in trace %s" % (req.get("name", "?"), link.get("trace_id", "")[:16])) if req \
+        else "<- request span not found"
+    print("    %s  %-26s %-9s %-46s %s%s" % (s.get("time", "")[11:23], a.get("order.status"),
+          a.get("service.name", s.get("service") or "-"), after, via, flag))
+PY
+done
+
 echo
 sleep 1.2 # the filter pushes its counters to Envoy on the next tick
 say "edge metrics (admin /stats, wasmcustom.ordertrace_*)"
@@ -255,4 +312,11 @@ for e in "${EDGES[@]}"; do
   read -r svc _ _ admin <<<"$e"
   printf '  %-5s %s\n' "$svc" "$(curl -sfg "http://127.0.0.1:$admin/stats?filter=wasmcustom.ordertrace_(spans_exported|spans_dropped|export_failures|traceparent_created)" \
     | sed 's/wasmcustom.ordertrace_//' | tr '\n' ' ')"
+done
+echo
+say "labelled metrics (admin /stats/prometheus): transitions by service and status, errors by route"
+for e in "${EDGES[@]}"; do
+  read -r svc _ _ admin <<<"$e"
+  curl -sf "http://127.0.0.1:$admin/stats/prometheus" \
+    | grep -E '^ordertrace_(status_transitions|route_errors)\{' | sed 's/^/  /' || true
 done

@@ -281,6 +281,31 @@ impl RootContext for Root {
                 node_id
             ),
         );
+        // Define every labelled metric the config can produce now, so each series starts at 0 and the
+        // first error or transition after a restart is seen by rate() (a series born at 1 is not).
+        let mut labelled: Vec<Labelled> = Vec::new();
+        for r in &config.routes {
+            labelled.push(Labelled::RouteRequests(r.span_name.clone()));
+            labelled.push(Labelled::RouteErrors(r.span_name.clone()));
+            labelled.push(Labelled::RouteDurationMs(r.span_name.clone()));
+        }
+        if config.lifecycle.enabled {
+            for st in config
+                .lifecycle
+                .statuses
+                .iter()
+                .cloned()
+                .chain(std::iter::once("other".to_string()))
+            {
+                labelled.push(Labelled::Transitions {
+                    service: config.service.clone(),
+                    status: st,
+                });
+            }
+        }
+        for m in &labelled {
+            self.labelled_id(m);
+        }
         self.worker = Some(Rc::new(RefCell::new(Worker::new(
             config, WasiRandom, &node_id,
         ))));

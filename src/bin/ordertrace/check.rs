@@ -87,9 +87,43 @@ pub fn describe(c: &Config) -> String {
             out.push_str(&format!("      {k} <- {}\n", source(c, i, s)));
         }
     }
+    let lc = &c.lifecycle;
+    if lc.enabled {
+        out.push_str(&format!(
+            "lifecycle: namespace {:?}, {} statuses, {} allowed transitions, table of {} orders per Envoy\n",
+            lc.namespace,
+            lc.statuses.len(),
+            lc.transitions.len(),
+            lc.table_size
+        ));
+        out.push_str(&format!("  statuses: {}\n", lc.statuses.join(" -> ")));
+        for (status, ms) in &lc.sla_ms {
+            out.push_str(&format!("  SLA {status}: {}\n", human_ms(*ms)));
+        }
+        if let Some(u) = &lc.trace_url {
+            out.push_str(&format!("  trace URL: {u}\n"));
+        }
+    } else {
+        out.push_str("lifecycle: off\n");
+    }
     out.push_str("redaction:\n");
     for line in c.redactor.describe() {
         out.push_str(&format!("  {line}\n"));
     }
     out
+}
+
+fn human_ms(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    for (n, u) in UNITS {
+        if ms >= n && ms % n == 0 {
+            return format!("{}{u}", ms / n);
+        }
+    }
+    format!("{ms}ms")
 }

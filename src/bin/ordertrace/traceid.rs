@@ -37,7 +37,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let order_id = order_id
         .ok_or("usage: ordertrace trace-id ORDER_ID [--config C | --namespace NS] [--url T]")?;
-    let ns = namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let ns = namespace.unwrap_or_else(|| {
+        eprintln!(
+            "note: no --config or --namespace given; using the default namespace {DEFAULT_NAMESPACE:?}, \
+             which matches only edges whose lifecycle.namespace is unset"
+        );
+        DEFAULT_NAMESPACE.to_string()
+    });
     let (trace_id, root) = lifecycle_ids(&ns, &order_id);
     println!("order {order_id}: lifecycle trace {trace_id} (root span {root}, namespace {ns:?})");
     if let Some(u) = url {
