@@ -389,7 +389,8 @@ fn record_transition<R: RandomSource>(
         return;
     };
     let lc = &w.config.lifecycle;
-    let key = lc.slot_key(&order_id);
+    let digest = lc.order_digest(&order_id);
+    let key = lc.slot_key(&digest);
     let mut previous: Option<LastStatus> = None;
     // Compare-and-swap: another worker may update the same slot between our read and write.
     for _ in 0..3 {
@@ -451,7 +452,7 @@ fn record_transition<R: RandomSource>(
     }
     span.attributes.extend(extra.iter().cloned());
 
-    let (trace_id, root_id) = lc.trace_ids(&order_id);
+    let (trace_id, root_id) = crate::lifecycle::ids_from_digest(&digest);
     let link = LinkRecord {
         trace_id: span.trace_id,
         span_id: span.span_id,

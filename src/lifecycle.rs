@@ -75,6 +75,17 @@ pub struct Lifecycle {
     pub sla_ms: Vec<(String, u64)>,
     pub table_size: u32,
     pub trace_url: Option<String>,
+    /// The HMAC keyed with the namespace, prepared once (keying costs two SHA-256 blocks per use otherwise).
+    keyed: KeyedMac,
+}
+
+#[derive(Clone)]
+struct KeyedMac(Option<HmacSha256>);
+
+impl std::fmt::Debug for KeyedMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedMac")
+    }
 }
 
 pub const DEFAULT_NAMESPACE: &str = "ordertrace";
@@ -228,13 +239,14 @@ impl Lifecycle {
         }
         Ok(Lifecycle {
             enabled: raw.enabled.unwrap_or(true),
-            namespace,
             statuses,
             transitions,
             terminal,
             sla_ms,
             table_size,
             trace_url: raw.trace_url.clone(),
+            keyed: KeyedMac(HmacSha256::new_from_slice(namespace.as_bytes()).ok()),
+            namespace,
         })
     }
 
@@ -255,7 +267,7 @@ impl Lifecycle {
     }
 
     pub fn trace_ids(&self, order_id: &str) -> (TraceId, SpanId) {
-        lifecycle_ids(&self.namespace, order_id)
+        ids_from_digest(&self.order_digest(order_id))
     }
 
     pub fn url(&self, trace_id: &TraceId) -> Option<String> {
@@ -264,12 +276,25 @@ impl Lifecycle {
             .map(|u| u.replace("{trace_id}", &trace_id.to_hex()))
     }
 
+    /// `HMAC-SHA256(namespace, "order:" + order id)`: the trace id, the root span id and the table slot
+    /// all come from this one digest.
+    pub fn order_digest(&self, order_id: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Some(mac) = &self.keyed.0 {
+            let mut mac = mac.clone();
+            mac.update(b"order:");
+            mac.update(order_id.as_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        out
+    }
+
     /// The shared-data slot an order's last status lives in (a direct-mapped table: a new order that
     /// hashes to an occupied slot evicts the older entry, so the table never grows past `table_size`).
-    pub fn slot_key(&self, order_id: &str) -> String {
-        let digest = hmac_digest(&self.namespace, "slot:", order_id);
+    /// `digest` is [`Lifecycle::order_digest`]; the slot uses bytes the ids do not.
+    pub fn slot_key(&self, digest: &[u8; 32]) -> String {
         let mut h = [0u8; 4];
-        h.copy_from_slice(digest.get(..4).unwrap_or(&[0; 4]));
+        h.copy_from_slice(digest.get(24..28).unwrap_or(&[0; 4]));
         format!(
             "ordertrace.lifecycle.{}",
             u32::from_le_bytes(h) % self.table_size
@@ -289,7 +314,10 @@ fn hmac_digest(namespace: &str, prefix: &str, order_id: &str) -> [u8; 32] {
 
 /// The lifecycle trace id and root span id of an order.
 pub fn lifecycle_ids(namespace: &str, order_id: &str) -> (TraceId, SpanId) {
-    let d = hmac_digest(namespace, "order:", order_id);
+    ids_from_digest(&hmac_digest(namespace, "order:", order_id))
+}
+
+pub fn ids_from_digest(d: &[u8; 32]) -> (TraceId, SpanId) {
     let mut t = [0u8; 16];
     let mut s = [0u8; 8];
     t.copy_from_slice(d.get(..16).unwrap_or(&[0; 16]));
@@ -371,6 +399,13 @@ mod tests {
     }
 
     #[test]
+    fn prepared_mac_gives_the_documented_ids() {
+        let raw: RawLifecycle = serde_json::from_str(r#"{"namespace":"ns-1"}"#).unwrap();
+        let l = Lifecycle::compile(&raw).unwrap();
+        assert_eq!(l.trace_ids("ORD-9"), lifecycle_ids("ns-1", "ORD-9"));
+    }
+
+    #[test]
     fn default_transitions_follow_the_reference_order() {
         let l = reference();
         assert!(l.allowed("INITIATED", "FILE_UPLOADED"));
@@ -432,7 +467,7 @@ mod tests {
         let raw: RawLifecycle = serde_json::from_str(r#"{"table_size":8}"#).unwrap();
         let l = Lifecycle::compile(&raw).unwrap();
         for i in 0..100 {
-            let k = l.slot_key(&format!("ORD-{i}"));
+            let k = l.slot_key(&l.order_digest(&format!("ORD-{i}")));
             let n: u32 = k.rsplit('.').next().unwrap().parse().unwrap();
             assert!(n < 8);
         }

@@ -323,7 +323,31 @@ pub struct Redactor {
     baggage_allow: Vec<String>,
     hmac: Option<Pseudonymiser>,
     key_origin: KeyOrigin,
+    /// Key rules resolved once for the attribute keys the filter emits on every span, so the per-span
+    /// path compares a few short strings instead of splitting each key into words.
+    hot_keys: Vec<(&'static str, Option<KeyAction>)>,
 }
+
+/// Attribute keys ordertrace itself emits on (nearly) every span.
+const HOT_KEYS: [&str; 17] = [
+    "http.request.method",
+    "url.path",
+    "url.query",
+    "server.address",
+    "server.port",
+    "http.response.status_code",
+    "http.route",
+    "order.id",
+    "order.status",
+    "order.status.attempted",
+    "order.status.previous",
+    "order.stage.duration_ms",
+    "order.transition.unexpected",
+    "error.type",
+    "envoy.response_flags",
+    "service.name",
+    "ordertrace.link",
+];
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -364,6 +388,7 @@ impl Redactor {
             baggage_allow: Vec::new(),
             hmac: None,
             key_origin: KeyOrigin::None,
+            hot_keys: Vec::new(),
         }
     }
 
@@ -521,6 +546,10 @@ impl Redactor {
             }
         };
 
+        let hot_keys = HOT_KEYS
+            .iter()
+            .map(|k| (*k, keys.lookup(k).map(|r| r.action)))
+            .collect();
         Ok(Redactor {
             enabled,
             actions,
@@ -530,6 +559,7 @@ impl Redactor {
             baggage_allow,
             hmac,
             key_origin,
+            hot_keys,
         })
     }
 
@@ -564,7 +594,11 @@ impl Redactor {
         if !self.enabled {
             return Redacted::Keep(Cow::Borrowed(value));
         }
-        match self.keys.lookup(key).map(|r| r.action) {
+        let rule = match self.hot_keys.iter().find(|(k, _)| *k == key) {
+            Some((_, action)) => *action,
+            None => self.keys.lookup(key).map(|r| r.action),
+        };
+        match rule {
             Some(KeyAction::Allow) => Redacted::Keep(Cow::Borrowed(value)),
             Some(KeyAction::Pseudonymise) => Redacted::Keep(self.pseudonymise_value(value)),
             Some(KeyAction::Deny) if self.deny_action == Action::Drop => Redacted::Drop,
@@ -652,6 +686,9 @@ impl Redactor {
             return Scrub::Keep(Cow::Borrowed(t));
         }
         let b = t.as_bytes();
+        if !may_hold_pii(b, self.on.has(Detector::Ip)) {
+            return Scrub::Keep(Cow::Borrowed(t));
+        }
         let Some(mut hit) = detectors::find(b, 0, false, self.on) else {
             return Scrub::Keep(Cow::Borrowed(t));
         };
@@ -779,3 +816,32 @@ fn resolve_key(
 
 #[cfg(test)]
 mod tests;
+
+/// A cheap first look that rules out every detector at once: each needs an `@` (e-mail), two or more
+/// digits (phone, card, IBAN check digits, INN, SNILS, IPv4, percent-encoded forms), `eyJ` (JWT),
+/// `bearer`, or — with the IP detector on — a `:` (IPv6). Most attribute values (methods, routes,
+/// service names, statuses) have none of these, and then cost one pass over their bytes.
+fn may_hold_pii(b: &[u8], ip_on: bool) -> bool {
+    let mut digits = 0u32;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'@' => return true,
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits >= 2 {
+                    return true;
+                }
+            }
+            b':' if ip_on => return true,
+            b'e' if b.get(i + 1..i + 3) == Some(&b"yJ"[..]) => return true,
+            b'b' | b'B'
+                if b.get(i + 1..i + 6)
+                    .is_some_and(|r| r.eq_ignore_ascii_case(b"earer")) =>
+            {
+                return true
+            }
+            _ => {}
+        }
+    }
+    false
+}

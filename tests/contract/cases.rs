@@ -421,8 +421,12 @@ impl Case {
             status: status.into(),
             at_ns: START_NS - ago_ms * 1_000_000,
         };
-        self.shared
-            .push((config.lifecycle.slot_key(order), record.encode()));
+        self.shared.push((
+            config
+                .lifecycle
+                .slot_key(&config.lifecycle.order_digest(order)),
+            record.encode(),
+        ));
         self
     }
 
