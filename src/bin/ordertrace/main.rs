@@ -9,6 +9,7 @@ mod httpd;
 mod refapi;
 mod sink;
 mod traceid;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,11 @@ commands:
                                (default ports 18000/18001/18002; x-demo-fail: 500 fails a request)
   trace-id ORDER_ID [--config CONFIG.json | --namespace NS] [--url TEMPLATE]
                                the order's lifecycle trace id (and its Jaeger/Tempo URL)
+  watch --config CONFIG.json --db FILE [--listen 127.0.0.1:4319] [--retain-closed-days 14]
+                               stuck-order detector: OTLP in, SQLite store, /metrics, API, page
+  journey ORDER_ID --db FILE [--json]
+                               one order's journey from the watch store
+  stuck --db FILE [--json]     the orders stuck now, by stage
 ";
 
 fn main() -> ExitCode {
@@ -36,6 +42,9 @@ fn main() -> ExitCode {
         "sink" => sink::run(rest),
         "refapi" => refapi::run(rest),
         "trace-id" => traceid::run(rest),
+        "watch" => watch::run(rest),
+        "journey" => watch::run_journey(rest),
+        "stuck" => watch::run_stuck(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
