@@ -3,7 +3,8 @@
 # behind each (`ordertrace refapi`), and the span sink (`ordertrace sink`). Drives two orders from
 # INITIATED to CLOSED through the edges (the second fails one step and retries it), then prints the
 # spans grouped by order and, per order, its lifecycle trace id (`ordertrace trace-id`) and its
-# transitions in order. Everything it starts is stopped on exit or Ctrl-C.
+# transitions in order. A third order never gets its price: `ordertrace watch` (fed by the sink) reports
+# it stuck, in the terminal and on its page. Everything it starts is stopped on exit or Ctrl-C.
 #
 # Overrides: ENVOY (default .venv/bin/envoy), CLI (default target/release/ordertrace),
 #            DEMO_KEEP=1 keeps the work dir (logs, spans.jsonl) even on success.
@@ -21,6 +22,7 @@ EDGES=(
   "mes  10002 18002 9902"
 )
 SINK_PORT=4318
+WATCH_PORT=4320
 
 say() { printf '\033[1m%s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -39,6 +41,7 @@ for e in "${EDGES[@]}"; do
   for p in "$edge" "$up" "$admin"; do port_busy "$p" && busy+=("$p"); done
 done
 port_busy "$SINK_PORT" && busy+=("$SINK_PORT")
+port_busy "$WATCH_PORT" && busy+=("$WATCH_PORT")
 if ((${#busy[@]})); then
   die "port(s) already in use on 127.0.0.1: ${busy[*]} (a previous demo still running? see \`ss -ltnp\`)"
 fi
@@ -105,7 +108,26 @@ wait_http() { # name url log [expect]
 }
 
 say "starting the span sink, three reference APIs and three Envoy edges (work dir $WORK)"
-start sink "$WORK/sink.log" "$CLI" sink --listen "127.0.0.1:$SINK_PORT" --jsonl "$WORK/spans.jsonl"
+# The stuck-order watch gets a copy of every export from the sink. Its config is the Shop edge's
+# lifecycle with the price-calculation SLA cut to 8 s, so the demo's third order goes stuck in time.
+python3 - envoy/shop-edge.yaml "$WORK/watch.json" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().split("\n")
+start = next(i for i, l in enumerate(lines) if l.strip() == "value: |")
+indent = len(lines[start]) - len(lines[start].lstrip())
+block = []
+for l in lines[start + 1:]:
+    if l.strip() and len(l) - len(l.lstrip()) <= indent:
+        break
+    block.append(l)
+lc = json.loads("\n".join(block))["lifecycle"]
+lc.setdefault("sla", {})["PRICE_CALCULATION_STARTED"] = "8s"
+json.dump({"lifecycle": lc}, open(sys.argv[2], "w"))
+PY
+start watch "$WORK/watch.log" "$CLI" watch --config "$WORK/watch.json" --db "$WORK/watch.db" \
+  --listen "127.0.0.1:$WATCH_PORT" --sweep-interval-ms 500
+start sink "$WORK/sink.log" "$CLI" sink --listen "127.0.0.1:$SINK_PORT" --jsonl "$WORK/spans.jsonl" \
+  --forward "http://127.0.0.1:$WATCH_PORT/v1/traces"
 for e in "${EDGES[@]}"; do
   read -r svc _ up _ <<<"$e"
   start "refapi-$svc" "$WORK/refapi-$svc.log" "$CLI" refapi --service "$svc" --listen "127.0.0.1:$up" \
@@ -119,6 +141,7 @@ for e in "${EDGES[@]}"; do
     --base-id "$base" --log-level info --log-path "$WORK/envoy-$svc.log"
 done
 
+wait_http watch "http://127.0.0.1:$WATCH_PORT/healthz" "$WORK/watch.log"
 wait_http sink "http://127.0.0.1:$SINK_PORT/healthz" "$WORK/sink.log"
 for e in "${EDGES[@]}"; do
   read -r svc edge up admin <<<"$e"
@@ -149,6 +172,17 @@ json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[s
 
 head -c 3000000 /dev/urandom >"$WORK/model-a.stl"
 head -c 1500000 /dev/urandom >"$WORK/model-b.stl"
+head -c 500000 /dev/urandom >"$WORK/model-c.stl"
+
+say "a third order whose price calculation never comes back (the watch will find it stuck)"
+call order-c POST "$SHOP/api/orders" -H 'content-type: application/json' \
+  --data '{"email":"cy@example.com","phone":"+1 555 0102","name":"Cy Example","address":"3 Low St","product":"brooch","material":"platinum","partnerId":"p-5"}'
+[[ $STATUS == 201 ]] || die "creating order C failed ($STATUS)"
+C=$(json_field id)
+call "$C" PUT "$SHOP/api/orders/$C/model" -H 'content-type: model/stl' --data-binary "@$WORK/model-c.stl"
+call "$C" POST "$SHOP/api/orders/$C/submit"
+call "$C" POST "$MES/api/orders/$C/price"
+STUCK_SINCE=$(date +%s)
 
 say "driving two orders through the edges"
 call order-a POST "$SHOP/api/orders" -H 'content-type: application/json' \
@@ -318,5 +352,25 @@ say "labelled metrics (admin /stats/prometheus): transitions by service and stat
 for e in "${EDGES[@]}"; do
   read -r svc _ _ admin <<<"$e"
   curl -sf "http://127.0.0.1:$admin/stats/prometheus" \
-    | grep -E '^ordertrace_(status_transitions|route_errors)\{' | sed 's/^/  /' || true
+    | grep -E '^ordertrace_(status_transitions|route_errors)\{' | grep -v ' 0$' | sed 's/^/  /' || true
 done
+
+echo
+say "stuck orders (ordertrace watch: price calculation SLA cut to 8 s for the demo)"
+wait_left=$((STUCK_SINCE + 10 - $(date +%s)))
+((wait_left > 0)) && sleep "$wait_left"
+for _ in $(seq 1 20); do
+  "$CLI" stuck --db "$WORK/watch.db" | grep -q "$C" && break
+  sleep 0.5
+done
+"$CLI" stuck --db "$WORK/watch.db" | sed 's/^/  /'
+"$CLI" stuck --db "$WORK/watch.db" | grep -q "$C" || die "the watch did not report order $C as stuck"
+echo
+"$CLI" journey "$C" --db "$WORK/watch.db" | sed 's/^/  /'
+echo
+say "the same on the watch page: http://127.0.0.1:$WATCH_PORT/  (order: http://127.0.0.1:$WATCH_PORT/orders/$C)"
+curl -sf "http://127.0.0.1:$WATCH_PORT/" | grep -q "$C" || die "the watch page does not list $C"
+echo "  the page lists $C as stuck at PRICE_CALCULATION_STARTED"
+if [[ -t 0 ]]; then
+  read -r -p "  open the page in a browser; press Enter to stop the demo " _ || true
+fi

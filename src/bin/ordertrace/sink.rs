@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use super::httpd::{self, Limits, Response, Server};
 
 const USAGE: &str =
-    "usage: ordertrace sink [--listen 127.0.0.1:4318] [--jsonl FILE] [--quiet] [--max-body BYTES]";
+    "usage: ordertrace sink [--listen 127.0.0.1:4318] [--jsonl FILE] [--quiet] [--max-body BYTES] [--forward http://HOST:PORT/PATH]";
 /// Largest export request accepted by default (the filter sends batches far below this).
 const DEFAULT_MAX_BODY: u64 = 64 * 1024 * 1024;
 
@@ -27,6 +27,60 @@ struct Options {
     jsonl: Option<String>,
     quiet: bool,
     max_body: u64,
+    forward: Option<Forward>,
+}
+
+/// Where a copy of every accepted export request goes (e.g. `ordertrace watch`), best effort.
+#[derive(Clone)]
+struct Forward {
+    addr: String,
+    path: String,
+}
+
+fn parse_forward(url: &str) -> Result<Forward, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--forward {url:?}: only http:// URLs are supported"))?;
+    let (addr, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/v1/traces"),
+    };
+    if addr.is_empty() {
+        return Err(format!("--forward {url:?}: no host:port"));
+    }
+    Ok(Forward {
+        addr: addr.to_string(),
+        path: path.to_string(),
+    })
+}
+
+/// POST the bytes as they came (one connection per request; failures are logged, never fatal).
+fn forward(f: &Forward, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    let result = (|| -> std::io::Result<String> {
+        let mut conn = std::net::TcpStream::connect(&f.addr)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            f.path,
+            f.addr,
+            bytes.len()
+        );
+        conn.write_all(head.as_bytes())?;
+        conn.write_all(bytes)?;
+        let mut answer = Vec::new();
+        conn.take(64 * 1024).read_to_end(&mut answer)?;
+        Ok(String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string())
+    })();
+    match result {
+        Ok(status) if status.contains(" 2") => {}
+        Ok(status) => eprintln!("ordertrace sink: forward to {}{}: {status}", f.addr, f.path),
+        Err(e) => eprintln!("ordertrace sink: forward to {}{}: {e}", f.addr, f.path),
+    }
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -35,6 +89,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         jsonl: None,
         quiet: false,
         max_body: DEFAULT_MAX_BODY,
+        forward: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -47,6 +102,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--listen" => opts.listen = value("--listen")?,
             "--jsonl" => opts.jsonl = Some(value("--jsonl")?),
             "--quiet" | "-q" => opts.quiet = true,
+            "--forward" => opts.forward = Some(parse_forward(&value("--forward")?)?),
             "--max-body" => {
                 let v = value("--max-body")?;
                 opts.max_body = v
@@ -64,6 +120,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
 struct Output {
     quiet: bool,
     jsonl: Option<BufWriter<File>>,
+    forward: Option<Forward>,
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -81,6 +138,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let out = Arc::new(Mutex::new(Output {
         quiet: opts.quiet,
         jsonl,
+        forward: opts.forward.clone(),
     }));
     let server = Server::bind(
         opts.listen.as_str(),
@@ -135,7 +193,13 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
         Err(e) => return Response::text(e.status(), &e.to_string()),
     };
     let export = match ExportTraceServiceRequest::decode(bytes.as_slice()) {
-        Ok(r) => r,
+        Ok(r) => {
+            let target = out.lock().ok().and_then(|o| o.forward.clone());
+            if let Some(f) = target {
+                forward(&f, &bytes);
+            }
+            r
+        }
         Err(e) => {
             eprintln!(
                 "ordertrace sink: undecodable export request ({} bytes): {e}",
