@@ -1511,3 +1511,60 @@ pub fn start_refapi(service: &str, dir: &TempDir) -> (ChildGuard, u16) {
     );
     (guard, port)
 }
+
+// ---------------------------------------------------------------------------------------------
+// An OTLP receiver that keeps the raw request bodies (for byte-level scans, e.g. tests/e2e_pii.rs)
+
+/// An OTLP/HTTP receiver that answers 200 and keeps every request body exactly as received.
+pub struct RawOtlpReceiver {
+    server: ServerHandle,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl RawOtlpReceiver {
+    pub fn start() -> RawOtlpReceiver {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        let server = Server::bind(("127.0.0.1", 0), Limits::default(), move |_req, body| {
+            let bytes = match body.read_to_vec(64 << 20) {
+                Ok(b) => b,
+                Err(e) => return Response::text(e.status(), &e.to_string()),
+            };
+            if ExportTraceServiceRequest::decode(bytes.as_slice()).is_err() {
+                return Response::text(400, "not an ExportTraceServiceRequest");
+            }
+            kept.lock().unwrap().push(bytes);
+            Response::bytes(
+                200,
+                "application/x-protobuf",
+                ExportTraceServiceResponse::default().encode_to_vec(),
+            )
+        })
+        .unwrap()
+        .spawn();
+        RawOtlpReceiver { server, bodies }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// The raw bodies of the export requests accepted so far, as received.
+    pub fn raw_bodies(&self) -> Vec<Vec<u8>> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// The accepted export requests, decoded (every body decoded when it arrived).
+    pub fn decoded(&self) -> Vec<ExportTraceServiceRequest> {
+        self.raw_bodies()
+            .iter()
+            .map(|b| ExportTraceServiceRequest::decode(b.as_slice()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for RawOtlpReceiver {
+    fn drop(&mut self) {
+        self.server.stop();
+    }
+}
