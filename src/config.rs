@@ -60,6 +60,9 @@ pub struct RawConfig {
     pub lifecycle: RawLifecycle,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Present when this plugin instance is the AMQP network filter (`envoy.filters.network.wasm`).
+    #[serde(default)]
+    pub amqp: Option<crate::amqp::RawAmqp>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +199,8 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// Lowercase names of every header some route reads, so the request-headers pass keeps only those.
     pub header_names: Vec<String>,
+    /// The AMQP section: when present, the plugin runs as a network filter (one stream per TCP connection).
+    pub amqp: Option<crate::amqp::Amqp>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,7 +359,12 @@ impl Config {
                 }
             }
         }
+        let amqp = match &raw.amqp {
+            Some(a) => Some(crate::amqp::Amqp::compile(a)?),
+            None => None,
+        };
         Ok(Config {
+            amqp,
             service: raw.service,
             public_edge: raw.public_edge,
             collector,
@@ -383,7 +393,7 @@ impl Config {
 }
 
 /// Top-level keys of the configuration, in the order they are documented.
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "service",
     "public_edge",
     "collector",
@@ -392,6 +402,7 @@ const TOP_LEVEL_KEYS: [&str; 8] = [
     "redaction",
     "lifecycle",
     "routes",
+    "amqp",
 ];
 
 /// Parse the JSON into the raw shape, section by section, so an error carries the path of the field.
@@ -447,6 +458,10 @@ pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
         redaction: take(&mut top, "redaction")?.unwrap_or_default(),
         lifecycle: take(&mut top, "lifecycle")?.unwrap_or_default(),
         routes,
+        amqp: match top.remove("amqp") {
+            None => None,
+            Some(v) => Some(crate::amqp::config::raw_from_value(v)?),
+        },
     })
 }
 

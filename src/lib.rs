@@ -6,6 +6,8 @@
 //! The core never imports `proxy_wasm` or `wit_bindgen`; it talks to its host through the traits in
 //! [`host`], so it is tested natively with a mock host.
 
+pub mod amqp;
+pub mod collector;
 pub mod config;
 pub mod export;
 pub mod filter;
@@ -20,8 +22,15 @@ pub mod redact;
 pub mod template;
 pub mod tracecontext;
 
+#[cfg(all(feature = "collector", target_arch = "wasm32"))]
+mod collector_glue;
+#[cfg(all(feature = "otelwasm", target_arch = "wasm32"))]
+mod otelwasm_glue;
 #[cfg(all(feature = "edge", target_arch = "wasm32"))]
 mod proxy_glue;
+
+#[cfg(all(feature = "edge", target_arch = "wasm32"))]
+mod amqp_glue;
 
 /// Version stamped into spans (`telemetry.sdk.version`) and logged on VM start.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
@@ -316,6 +316,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         self.export();
         self.flush_metrics();
+        crate::amqp_glue::on_tick();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -325,8 +326,22 @@ impl RootContext for Root {
         }))
     }
 
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(crate::amqp_glue::new_stream(self.worker.clone()))
+    }
+
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        // An `amqp` section makes this plugin instance the network filter of a TCP proxy.
+        let amqp = self
+            .worker
+            .as_ref()
+            .and_then(|w| w.try_borrow().ok().map(|w| w.config.amqp.is_some()))
+            .unwrap_or(false);
+        Some(if amqp {
+            ContextType::StreamContext
+        } else {
+            ContextType::HttpContext
+        })
     }
 }
 

@@ -117,6 +117,8 @@ pub const SEMCONV_KEYS: &[&str] = &[
     "k8s.container.name",
     "k8s.deployment.name",
     "messaging.destination.name",
+    "messaging.destination_publish.name",
+    "messaging.operation.name",
     "server.address",
     "client.address",
     "network.peer.address",

@@ -189,7 +189,10 @@ impl EdgeConfig {
     /// Loads `envoy/<name>.yaml` (`"shop-edge"`, `"crm-edge"`, `"mes-edge"`, `"baseline-noplugin"`;
     /// `"shop"` etc. also work) and points the wasm filename at the absolute `dist/ordertrace.wasm`.
     pub fn load(name: &str) -> EdgeConfig {
-        let name = if name.ends_with("-edge") || name == "baseline-noplugin" {
+        let name = if name.ends_with("-edge")
+            || name == "baseline-noplugin"
+            || name.starts_with("amqp-")
+        {
             name.to_string()
         } else {
             format!("{name}-edge")

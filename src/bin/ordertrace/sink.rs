@@ -584,6 +584,7 @@ mod tests {
         let out = Arc::new(Mutex::new(Output {
             quiet: true,
             jsonl: None,
+            forward: None,
         }));
         let srv = Server::bind("127.0.0.1:0", Limits::default(), move |req, body| {
             handle(req, body, &out)

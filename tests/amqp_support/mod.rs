@@ -1,0 +1,273 @@
+//! Building AMQP 0-9-1 traffic for the tests (`mod amqp_support;`): frames, whole exchanges, scripted
+//! sessions run through the Envoy buffer model ([`ordertrace::amqp::sim::Sim`]).
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use ordertrace::amqp::config::Amqp;
+use ordertrace::amqp::frame::{
+    encode_content_header, encode_frame, encode_method, Close, Method, Properties, FRAME_BODY,
+    FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER,
+};
+use ordertrace::amqp::sim::Sim;
+use ordertrace::amqp::table::{FieldValue, Table};
+use ordertrace::otlp::{AttrValue, SpanRecord};
+
+pub const FRAME_MAX: u32 = 131_072;
+
+pub fn m(channel: u16, method: Method) -> Vec<u8> {
+    encode_frame(FRAME_METHOD, channel, &encode_method(&method))
+}
+
+pub fn heartbeat() -> Vec<u8> {
+    encode_frame(FRAME_HEARTBEAT, 0, &[])
+}
+
+pub fn headers(entries: &[(&str, &str)]) -> Properties {
+    Properties {
+        headers: Some(Table(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), FieldValue::LongStr(v.as_bytes().to_vec())))
+                .collect(),
+        )),
+        ..Properties::default()
+    }
+}
+
+/// A content-bearing method, its header and its body in frames of at most `frame_max`.
+pub fn content(
+    channel: u16,
+    method: Method,
+    props: &Properties,
+    body: &[u8],
+    frame_max: u32,
+) -> Vec<u8> {
+    let mut out = m(channel, method);
+    out.extend(encode_frame(
+        FRAME_HEADER,
+        channel,
+        &encode_content_header(body.len() as u64, props),
+    ));
+    let per = (frame_max as usize).saturating_sub(8).max(1);
+    for chunk in body.chunks(per) {
+        out.extend(encode_frame(FRAME_BODY, channel, chunk));
+    }
+    out
+}
+
+pub fn publish(channel: u16, exchange: &str, rk: &str, props: &Properties, body: &[u8]) -> Vec<u8> {
+    content(
+        channel,
+        Method::BasicPublish {
+            exchange: exchange.into(),
+            routing_key: rk.into(),
+            mandatory: false,
+            immediate: false,
+        },
+        props,
+        body,
+        FRAME_MAX,
+    )
+}
+
+pub fn publish_mandatory(
+    channel: u16,
+    exchange: &str,
+    rk: &str,
+    props: &Properties,
+    body: &[u8],
+) -> Vec<u8> {
+    content(
+        channel,
+        Method::BasicPublish {
+            exchange: exchange.into(),
+            routing_key: rk.into(),
+            mandatory: true,
+            immediate: false,
+        },
+        props,
+        body,
+        FRAME_MAX,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn deliver(
+    channel: u16,
+    consumer_tag: &str,
+    tag: u64,
+    redelivered: bool,
+    exchange: &str,
+    rk: &str,
+    props: &Properties,
+    body: &[u8],
+) -> Vec<u8> {
+    content(
+        channel,
+        Method::BasicDeliver {
+            consumer_tag: consumer_tag.into(),
+            delivery_tag: tag,
+            redelivered,
+            exchange: exchange.into(),
+            routing_key: rk.into(),
+        },
+        props,
+        body,
+        FRAME_MAX,
+    )
+}
+
+pub fn close_frame(channel: u16, code: u16, text: &str, class_id: u16, method_id: u16) -> Vec<u8> {
+    let c = Close {
+        reply_code: code,
+        reply_text: text.into(),
+        class_id,
+        method_id,
+    };
+    if channel == 0 {
+        m(0, Method::ConnectionClose(c))
+    } else {
+        m(channel, Method::ChannelClose(c))
+    }
+}
+
+/// Client side up to an open channel 1 (and confirm.select when `confirms`).
+pub fn client_hello(confirms: bool) -> Vec<u8> {
+    let mut b = PROTOCOL_HEADER.to_vec();
+    b.extend(m(
+        0,
+        Method::ConnectionStartOk {
+            client_properties: Table(vec![(
+                "product".into(),
+                FieldValue::LongStr(b"test".to_vec()),
+            )]),
+            mechanism: "PLAIN".into(),
+        },
+    ));
+    b.extend(m(
+        0,
+        Method::ConnectionTuneOk {
+            channel_max: 2047,
+            frame_max: FRAME_MAX,
+            heartbeat: 60,
+        },
+    ));
+    b.extend(m(0, Method::ConnectionOpen { vhost: "/".into() }));
+    b.extend(m(1, Method::ChannelOpen));
+    if confirms {
+        b.extend(m(1, Method::ConfirmSelect { nowait: false }));
+    }
+    b
+}
+
+/// Broker side up to channel 1 open (and confirm.select-ok when `confirms`).
+pub fn broker_hello(confirms: bool) -> Vec<u8> {
+    let mut b = m(
+        0,
+        Method::ConnectionStart {
+            server_properties: Table(vec![(
+                "product".into(),
+                FieldValue::LongStr(b"RabbitMQ".to_vec()),
+            )]),
+        },
+    );
+    b.extend(m(
+        0,
+        Method::ConnectionTune {
+            channel_max: 2047,
+            frame_max: FRAME_MAX,
+            heartbeat: 60,
+        },
+    ));
+    b.extend(m(0, Method::ConnectionOpenOk));
+    b.extend(m(1, Method::ChannelOpenOk));
+    if confirms {
+        b.extend(m(1, Method::ConfirmSelectOk));
+    }
+    b
+}
+
+/// One step of a scripted session.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Client(Vec<u8>),
+    Broker(Vec<u8>),
+    AdvanceMs(u64),
+    Close,
+}
+
+/// How each step's bytes are cut into reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Cuts {
+    Whole,
+    /// Step `step` is read in two parts, the first `at` bytes long.
+    SplitStep {
+        step: usize,
+        at: usize,
+    },
+    /// Every step is read one byte at a time.
+    Bytewise,
+}
+
+pub fn config(json: &str) -> Amqp {
+    Amqp::from_json(json.as_bytes()).unwrap()
+}
+
+/// Runs a script and returns the simulator (spans, upstream bytes, counters).
+pub fn run(config: &Amqp, steps: &[Step], cuts: Cuts) -> Sim {
+    let mut sim = Sim::new(config.clone());
+    for (i, s) in steps.iter().enumerate() {
+        match s {
+            Step::Client(b) | Step::Broker(b) => {
+                let reads: Vec<&[u8]> = match cuts {
+                    Cuts::Whole => vec![b.as_slice()],
+                    Cuts::SplitStep { step, at } if step == i => {
+                        let (x, y) = b.split_at(at.min(b.len()));
+                        vec![x, y]
+                    }
+                    Cuts::SplitStep { .. } => vec![b.as_slice()],
+                    Cuts::Bytewise => b.chunks(1).collect(),
+                };
+                for r in reads {
+                    if matches!(s, Step::Client(_)) {
+                        sim.client(r, false);
+                    } else {
+                        sim.broker(r);
+                    }
+                }
+            }
+            Step::AdvanceMs(ms) => sim.advance_ms(*ms),
+            Step::Close => sim.close(),
+        }
+    }
+    sim
+}
+
+pub fn s(span: &SpanRecord, key: &str) -> Option<String> {
+    match span.attr(key) {
+        Some(AttrValue::Str(v)) => Some(v.clone()),
+        Some(AttrValue::Int(i)) => Some(i.to_string()),
+        Some(AttrValue::Bool(b)) => Some(b.to_string()),
+        None => None,
+    }
+}
+
+pub fn named<'a>(spans: &'a [SpanRecord], name: &str) -> Vec<&'a SpanRecord> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+pub fn one<'a>(spans: &'a [SpanRecord], name: &str) -> &'a SpanRecord {
+    let v = named(spans, name);
+    assert_eq!(
+        v.len(),
+        1,
+        "expected one span {name:?}, got {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    v[0]
+}
