@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ordertrace::lifecycle::REFERENCE_STATUSES;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -29,20 +30,11 @@ const MAX_BODY: u64 = 16 * 1024 * 1024 * 1024;
 const PAGE_SIZE: usize = 20;
 const MAX_DELAY_MS: u64 = 30_000;
 
-/// Lifecycle statuses accepted by MES `PUT /api/orders/{id}/status`.
-const STATUSES: &[&str] = &[
-    "INITIATED",
-    "FILE_UPLOADED",
-    "SUBMITTED",
-    "PRICE_CALCULATION_STARTED",
-    "PRICE_CALCULATED",
-    "MANUFACTURING_APPROVED",
-    "MANUFACTURING_STARTED",
-    "MANUFACTURING_COMPLETED",
-    "PACKAGING",
-    "SHIPPED",
-    "CLOSED",
-];
+/// Lifecycle statuses accepted by MES `PUT /api/orders/{id}/status`: the reference lifecycle without
+/// CANCELLED (the reference API has no cancellation; a request setting it gets 422).
+fn settable_status(status: &str) -> bool {
+    status != "CANCELLED" && REFERENCE_STATUSES.contains(&status)
+}
 
 /// Request fields never echoed back (customer PII).
 const PII_KEY_PARTS: &[&str] = &["email", "phone", "name", "address", "customer"];
@@ -316,7 +308,7 @@ impl RefApi {
         let Some(status) = b.get("status").and_then(Value::as_str) else {
             return error(400, "the body needs a string field \"status\"");
         };
-        if !STATUSES.contains(&status) {
+        if !settable_status(status) {
             return error(422, &format!("unknown status {status:?}"));
         }
         let mut extra = Map::new();
@@ -595,6 +587,22 @@ mod tests {
             br#"{"status":"DANCING"}"#,
         );
         assert_eq!(s, 422);
+        let (s, _) = m.call(
+            "PUT",
+            "/api/orders/ORD-9/status",
+            &[],
+            br#"{"status":"CANCELLED"}"#,
+        );
+        assert_eq!(s, 422, "the reference API has no cancellation");
+        for status in REFERENCE_STATUSES.iter().filter(|s| **s != "CANCELLED") {
+            let (s, v) = m.call(
+                "PUT",
+                "/api/orders/ORD-10/status",
+                &[],
+                format!(r#"{{"status":"{status}"}}"#).as_bytes(),
+            );
+            assert_eq!((s, v["status"].as_str()), (200, Some(*status)));
+        }
         let (s, v) = m.call("GET", "/api/orders?status=PACKAGING&page=1", &[], b"");
         assert_eq!(
             (s, v["total"].as_u64(), v["orders"][0]["id"].as_str()),
