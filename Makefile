@@ -33,11 +33,21 @@ setup-test: ## what the tests need beyond setup: headless Chromium (the watch pa
 
 build: wasm cli collector-wasm otelwasm-wasm ## build dist/ordertrace.wasm, the ordertrace CLI and the two collector plugin builds
 
-wasm: ## dist/ordertrace.wasm (wasm32-wasip1, release, size-tuned)
+# wasm-opt (Debian's binaryen) shrinks the module after rustc; these are the features Rust's wasm32
+# output uses, which wasm-opt must be told about.
+WASM_OPT       ?= wasm-opt
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+                  --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
+
+wasm: setup-wasm-opt ## dist/ordertrace.wasm (wasm32-wasip1, release, then wasm-opt -Oz)
 	$(CARGO) build --lib --release --target $(WASM_TARGET) --features edge
 	@mkdir -p dist
-	cp target/$(WASM_TARGET)/release/ordertrace.wasm $(WASM)
-	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/ordertrace.wasm -o $(WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes (rustc: $$(stat -c %s target/$(WASM_TARGET)/release/ordertrace.wasm))"
+
+.PHONY: setup-wasm-opt
+setup-wasm-opt: ## wasm-opt from Debian's binaryen, when missing
+	@command -v $(WASM_OPT) >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binaryen; }
 
 cli: ## target/release/ordertrace (native command line)
 	$(CARGO) build --release --bin ordertrace
@@ -79,8 +89,8 @@ unit: ## native unit tests of the pure core
 contract: setup wasm ## contract tests: the built .wasm in our wasmtime proxy-wasm host
 	$(CARGO) test --test contract
 
-e2e: setup build ## end-to-end tests against the real Envoy
-	$(CARGO) test --test e2e_envoy
+e2e: setup build ## end-to-end tests against the real Envoy (edge filter, lifecycle, PII corpus, watch)
+	$(CARGO) test --test e2e_envoy --test e2e_lifecycle --test e2e_pii --test e2e_watch
 
 .PHONY: amqp bench-amqp fuzz-amqp
 amqp: setup setup-test wasm ## the AMQP filter: core, split/fuzz tests, real RabbitMQ behind the real Envoy

@@ -18,6 +18,7 @@ use crate::otlp::{
 use crate::template;
 use crate::tracecontext::{
     parse_traceparent, sampling_decision, SpanId, TraceId, TraceParent, FLAG_RANDOM, FLAG_SAMPLED,
+    TRACEPARENT_LEN,
 };
 
 /// Values longer than this are cut (at a character boundary) before they become attributes.
@@ -32,6 +33,35 @@ pub struct Worker<R: RandomSource> {
     pub labelled: LabelledMetrics,
     pub queue: ExportQueue,
     pub frame: BatchFrame,
+    digests: DigestCache,
+}
+
+/// The lifecycle digests (an HMAC-SHA256 each) of the last few orders this worker saw. An order's
+/// requests come in runs — retries, polling, the calls of one step — and the HMAC is the largest single
+/// cost of a traced request's transition check, so a small round-robin cache pays for itself.
+#[derive(Default)]
+struct DigestCache {
+    entries: Vec<(String, [u8; 32])>,
+    next: usize,
+}
+
+const DIGEST_CACHE_ENTRIES: usize = 8;
+
+impl DigestCache {
+    fn get(&mut self, lc: &crate::lifecycle::Lifecycle, order_id: &str) -> [u8; 32] {
+        if let Some((_, d)) = self.entries.iter().find(|(id, _)| id == order_id) {
+            return *d;
+        }
+        let d = lc.order_digest(order_id);
+        let entry = (order_id.to_string(), d);
+        if self.entries.len() < DIGEST_CACHE_ENTRIES {
+            self.entries.push(entry);
+        } else if let Some(slot) = self.entries.get_mut(self.next) {
+            *slot = entry;
+        }
+        self.next = (self.next + 1) % DIGEST_CACHE_ENTRIES;
+        d
+    }
 }
 
 impl<R: RandomSource> Worker<R> {
@@ -49,6 +79,7 @@ impl<R: RandomSource> Worker<R> {
             labelled: LabelledMetrics::default(),
             queue,
             frame,
+            digests: DigestCache::default(),
         }
     }
 }
@@ -197,7 +228,9 @@ impl RequestState {
             parent_id: span_id,
             flags,
         };
-        host.set_request_header("traceparent", out.format().as_bytes());
+        let mut value = [0u8; TRACEPARENT_LEN];
+        out.write_into(&mut value);
+        host.set_request_header("traceparent", &value);
 
         if cfg.public_edge {
             if let Some(b) = header(&headers, "baggage") {
@@ -389,7 +422,7 @@ fn record_transition<R: RandomSource>(
         return;
     };
     let lc = &w.config.lifecycle;
-    let digest = lc.order_digest(&order_id);
+    let digest = w.digests.get(lc, &order_id);
     let key = lc.slot_key(&digest);
     let mut previous: Option<LastStatus> = None;
     // Compare-and-swap: another worker may update the same slot between our read and write.
@@ -598,21 +631,18 @@ fn build_span(cfg: &Config, a: &Active, end_ns: u64, failure: Option<String>) ->
                 request,
                 response,
             };
-            let order_id = r.order_id.as_ref().and_then(|s| resolved.get(s));
-            if let Some(id) = &order_id {
-                attributes.push(("order.id".into(), AttrValue::Str(id.clone())));
+            if let Some(id) = r.order_id.as_ref().and_then(|s| resolved.get(s)) {
+                attributes.push(("order.id".into(), AttrValue::Str(id)));
             }
             if let Some(status) = r.status.as_ref().and_then(|s| resolved.get(s)) {
                 if (200..300).contains(&a.status_code) {
-                    attributes.push(("order.status".into(), AttrValue::Str(status.clone())));
-                    let mut ev = vec![("order.status".to_string(), AttrValue::Str(status))];
-                    if let Some(id) = order_id {
-                        ev.push(("order.id".to_string(), AttrValue::Str(id)));
-                    }
+                    attributes.push(("order.status".into(), AttrValue::Str(status)));
+                    // When the change took effect. The order id and status are the span's own
+                    // attributes; repeating them here cost 53 bytes per exported span.
                     events.push(EventRecord {
                         name: "order.status_changed".into(),
                         time_ns: end_ns,
-                        attributes: ev,
+                        attributes: Vec::new(),
                     });
                 } else {
                     attributes.push(("order.status.attempted".into(), AttrValue::Str(status)));

@@ -764,3 +764,25 @@ fn authority_splits_into_address_and_port() {
         assert_eq!(split_authority(auth), (host, port), "{auth}");
     }
 }
+
+#[test]
+fn digest_cache_never_mixes_orders() {
+    let json = CONFIG.replace(r#""lifecycle":{"enabled":false}"#, r#""lifecycle":{}"#);
+    let cfg = Config::from_json(json.as_bytes()).unwrap();
+    let lc = &cfg.lifecycle;
+    assert_ne!(lc.order_digest("ORD-0"), lc.order_digest("ORD-1"));
+    let mut cache = DigestCache::default();
+    // More orders than entries, revisited in an order that forces evictions and hits.
+    let ids: Vec<String> = (0..3 * DIGEST_CACHE_ENTRIES)
+        .map(|i| format!("ORD-{i}"))
+        .collect();
+    for round in 0..3 {
+        for (i, id) in ids.iter().enumerate() {
+            if (i + round) % 2 == 0 {
+                assert_eq!(cache.get(lc, id), lc.order_digest(id), "{id}");
+                assert_eq!(cache.get(lc, id), lc.order_digest(id), "{id} (hit)");
+            }
+        }
+    }
+    assert!(cache.entries.len() <= DIGEST_CACHE_ENTRIES);
+}

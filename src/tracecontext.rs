@@ -253,22 +253,33 @@ impl TraceParent {
     pub fn format(&self) -> String {
         let mut buf = [0u8; TRACEPARENT_LEN];
         self.write_into(&mut buf);
-        buf.iter().copied().map(char::from).collect()
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// Writes the version-`00` header value into `out` without allocating.
+    /// Writes the version-`00` header value into `out` without allocating. Straight-line on purpose: this
+    /// runs for every request, and an iterator chain here cost thousands of wasm instructions.
     pub fn write_into(&self, out: &mut [u8; TRACEPARENT_LEN]) {
-        let flags = [self.flags];
-        let bytes = b"00-"
-            .iter()
-            .copied()
-            .chain(hex_bytes(&self.trace_id.0))
-            .chain(std::iter::once(b'-'))
-            .chain(hex_bytes(&self.parent_id.0))
-            .chain(std::iter::once(b'-'))
-            .chain(hex_bytes(&flags));
-        for (slot, b) in out.iter_mut().zip(bytes) {
-            *slot = b;
+        let (version, rest) = out.split_at_mut(3);
+        version.copy_from_slice(b"00-");
+        let (trace, rest) = rest.split_at_mut(32);
+        write_hex(&self.trace_id.0, trace);
+        let (dash, rest) = rest.split_at_mut(1);
+        dash.fill(b'-');
+        let (parent, rest) = rest.split_at_mut(16);
+        write_hex(&self.parent_id.0, parent);
+        let (dash, flags) = rest.split_at_mut(1);
+        dash.fill(b'-');
+        write_hex(&[self.flags], flags);
+    }
+}
+
+/// Lowercase hex of `bytes` into `out` (two characters per byte; stops at the shorter of the two).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        if let [hi, lo] = pair {
+            *hi = DIGITS.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
+            *lo = DIGITS.get(usize::from(b & 0x0f)).copied().unwrap_or(b'0');
         }
     }
 }

@@ -292,19 +292,9 @@ fn order_id_from_path_status_from_request_body_and_http_attributes() {
     let ev = span
         .event("order.status_changed")
         .unwrap_or_else(|| panic!("no order.status_changed event: {:?}", span.span.events));
-    let ev_attr = |k: &str| {
-        ev.attributes
-            .iter()
-            .find(|kv| kv.key == k)
-            .and_then(|kv| kv.value.clone())
-            .and_then(|v| v.value)
-    };
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    assert_eq!(
-        ev_attr("order.status"),
-        Some(V::StringValue("PACKAGING".into()))
-    );
-    assert_eq!(ev_attr("order.id"), Some(V::StringValue("ORD-77".into())));
+    // The event marks when the status took effect; the order id and status are the span's own
+    // attributes and are not repeated on it (they would be 53 more bytes per span).
+    assert!(ev.attributes.is_empty(), "{:?}", ev.attributes);
     assert!(
         ev.time_unix_nano >= span.span.start_time_unix_nano
             && ev.time_unix_nano <= span.span.end_time_unix_nano
