@@ -72,11 +72,13 @@ impl<R: RandomSource> Worker<R> {
             config.collector.flush_interval_ms,
         );
         let frame = BatchFrame::new(&config.service, instance_id);
+        let labelled =
+            LabelledMetrics::with_routes(config.routes.iter().map(|r| r.span_name.clone()));
         Worker {
             config,
             ids: IdGenerator::new(random),
             counters: Counters::default(),
-            labelled: LabelledMetrics::default(),
+            labelled,
             queue,
             frame,
             digests: DigestCache::default(),
@@ -384,16 +386,9 @@ impl RequestState {
             None
         };
         let mut span = build_span(&w.config, &a, end_ns, failure);
-        if let Some(route) = a.route.and_then(|i| w.config.routes.get(i)) {
-            let name = route.span_name.clone();
-            if failed {
-                w.labelled.count(Labelled::RouteErrors(name.clone()));
-            }
-            w.labelled.count(Labelled::RouteRequests(name.clone()));
-            w.labelled.sample(
-                Labelled::RouteDurationMs(name),
-                end_ns.saturating_sub(a.start_ns) / 1_000_000,
-            );
+        if let Some(route) = a.route {
+            let ms = end_ns.saturating_sub(a.start_ns) / 1_000_000;
+            w.labelled.route_request(route, failed, ms);
         }
         if w.config.lifecycle.enabled {
             record_transition(w, host, &mut span, a.start_ns, end_ns);

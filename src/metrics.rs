@@ -179,34 +179,102 @@ pub fn label(v: &str) -> String {
 pub type Measure = (Labelled, u64);
 
 /// Labelled counters and pending histogram samples, accumulated per request and flushed on tick.
+///
+/// The per-route metrics are kept by route index: they are touched on every traced request, and building
+/// a keyed `Labelled` (three String clones and map lookups) there cost more than the counting itself.
 #[derive(Debug, Default)]
 pub struct LabelledMetrics {
     counters: std::collections::BTreeMap<Labelled, u64>,
     samples: Vec<(Labelled, u64)>,
+    routes: Vec<RouteTally>,
+    /// (route index, duration ms) since the last drain.
+    route_samples: Vec<(usize, u64)>,
     pub samples_dropped: u64,
 }
 
+#[derive(Debug, Default)]
+struct RouteTally {
+    name: String,
+    requests: u64,
+    errors: u64,
+}
+
 impl LabelledMetrics {
+    /// Per-route metrics for these route names (the span names, by route index).
+    pub fn with_routes<I: IntoIterator<Item = String>>(names: I) -> Self {
+        LabelledMetrics {
+            routes: names
+                .into_iter()
+                .map(|name| RouteTally {
+                    name,
+                    ..RouteTally::default()
+                })
+                .collect(),
+            ..LabelledMetrics::default()
+        }
+    }
+
     pub fn count(&mut self, m: Labelled) {
         *self.counters.entry(m).or_insert(0) += 1;
     }
 
+    fn pending_samples(&self) -> usize {
+        self.samples.len() + self.route_samples.len()
+    }
+
     pub fn sample(&mut self, m: Labelled, value: u64) {
-        if self.samples.len() >= MAX_PENDING_SAMPLES {
+        if self.pending_samples() >= MAX_PENDING_SAMPLES {
             self.samples_dropped += 1;
             return;
         }
         self.samples.push((m, value));
     }
 
+    /// One request of route `route` (an index into the names given to [`Self::with_routes`]).
+    pub fn route_request(&mut self, route: usize, failed: bool, duration_ms: u64) {
+        let Some(t) = self.routes.get_mut(route) else {
+            return;
+        };
+        t.requests += 1;
+        if failed {
+            t.errors += 1;
+        }
+        if self.samples.len() + self.route_samples.len() >= MAX_PENDING_SAMPLES {
+            self.samples_dropped += 1;
+            return;
+        }
+        self.route_samples.push((route, duration_ms));
+    }
+
     /// Counter increments since the last drain, and the pending samples.
     pub fn drain(&mut self) -> (Vec<Measure>, Vec<Measure>) {
-        let counters = std::mem::take(&mut self.counters).into_iter().collect();
-        (counters, std::mem::take(&mut self.samples))
+        let mut counters: Vec<Measure> = std::mem::take(&mut self.counters).into_iter().collect();
+        for t in &mut self.routes {
+            if t.requests > 0 {
+                counters.push((Labelled::RouteRequests(t.name.clone()), t.requests));
+            }
+            if t.errors > 0 {
+                counters.push((Labelled::RouteErrors(t.name.clone()), t.errors));
+            }
+            t.requests = 0;
+            t.errors = 0;
+        }
+        let mut samples = std::mem::take(&mut self.samples);
+        for (i, v) in std::mem::take(&mut self.route_samples) {
+            if let Some(t) = self.routes.get(i) {
+                samples.push((Labelled::RouteDurationMs(t.name.clone()), v));
+            }
+        }
+        (counters, samples)
     }
 
     pub fn counter(&self, m: &Labelled) -> u64 {
-        self.counters.get(m).copied().unwrap_or(0)
+        let route = |name: &str| self.routes.iter().find(|t| t.name == name);
+        match m {
+            Labelled::RouteRequests(n) => route(n).map_or(0, |t| t.requests),
+            Labelled::RouteErrors(n) => route(n).map_or(0, |t| t.errors),
+            _ => self.counters.get(m).copied().unwrap_or(0),
+        }
     }
 }
 
@@ -254,5 +322,43 @@ mod labelled_tests {
         assert_eq!(s.len(), MAX_PENDING_SAMPLES);
         let (c, s) = m.drain();
         assert!(c.is_empty() && s.is_empty());
+    }
+
+    #[test]
+    fn route_metrics_by_index_drain_as_labelled() {
+        let mut m = LabelledMetrics::with_routes(["a".to_string(), "b".to_string()]);
+        m.route_request(0, false, 3);
+        m.route_request(1, true, 7);
+        m.route_request(1, false, 9);
+        m.route_request(5, true, 1); // no such route: ignored
+        assert_eq!(m.counter(&Labelled::RouteRequests("b".into())), 2);
+        assert_eq!(m.counter(&Labelled::RouteErrors("b".into())), 1);
+        let (c, s) = m.drain();
+        assert_eq!(
+            c,
+            vec![
+                (Labelled::RouteRequests("a".into()), 1),
+                (Labelled::RouteRequests("b".into()), 2),
+                (Labelled::RouteErrors("b".into()), 1),
+            ]
+        );
+        assert_eq!(
+            s,
+            vec![
+                (Labelled::RouteDurationMs("a".into()), 3),
+                (Labelled::RouteDurationMs("b".into()), 7),
+                (Labelled::RouteDurationMs("b".into()), 9),
+            ]
+        );
+        let (c, s) = m.drain();
+        assert!(c.is_empty() && s.is_empty(), "drain resets");
+        for _ in 0..MAX_PENDING_SAMPLES + 3 {
+            m.route_request(0, false, 1);
+        }
+        assert_eq!(m.samples_dropped, 3, "samples are bounded");
+        assert_eq!(
+            m.counter(&Labelled::RouteRequests("a".into())),
+            MAX_PENDING_SAMPLES as u64 + 3
+        );
     }
 }
