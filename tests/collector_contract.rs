@@ -15,6 +15,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "collector/compiled.rs"]
+mod compiled;
 #[path = "collector/component.rs"]
 mod component;
 #[path = "collector/corpus.rs"]

@@ -21,10 +21,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Engine, Store};
 
 /// The generated bindings (their root module `ordertrace` is the WIT package, not the crate).
 mod wit {
@@ -73,32 +72,16 @@ impl types::Host for HostState {}
 
 /// The engine and compiled component, shared by the tests of one binary; recompiled when the file changes.
 fn compiled() -> Result<(Engine, Component), String> {
-    static CACHE: OnceLock<Mutex<Option<(u64, Engine, Component)>>> = OnceLock::new();
-    let path = component_path();
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        format!(
-            "{} cannot be read ({e}): run `make collector-wasm`",
-            path.display()
-        )
-    })?;
-    let stamp = meta.len()
-        ^ meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as u64);
-    let cache = CACHE.get_or_init(|| Mutex::new(None));
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((s, engine, component)) = cache.as_ref() {
-        if *s == stamp {
-            return Ok((engine.clone(), component.clone()));
-        }
-    }
-    let engine = Engine::new(&Config::new()).map_err(|e| format!("engine: {e:#}"))?;
-    let component = Component::from_file(&engine, &path)
-        .map_err(|e| format!("{} is not a loadable component: {e:#}", path.display()))?;
-    *cache = Some((stamp, engine.clone(), component.clone()));
-    Ok((engine, component))
+    static CACHE: crate::compiled::Slot<Component> = std::sync::OnceLock::new();
+    crate::compiled::compiled(
+        &CACHE,
+        &component_path(),
+        "collector-wasm",
+        |engine, path| {
+            Component::from_file(engine, path)
+                .map_err(|e| format!("{} is not a loadable component: {e:#}", path.display()))
+        },
+    )
 }
 
 /// The names of the component's imports (interfaces and functions), for the contract on WASI use.

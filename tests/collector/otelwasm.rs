@@ -24,10 +24,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
 use wasmtime::{
-    Caller, Config, Engine, Extern, Func, Instance, Linker, Memory, Module, Store, Val, ValType,
+    Caller, Engine, Extern, Func, Instance, Linker, Memory, Module, Store, Val, ValType,
 };
 
 pub const STATUS_OK: u32 = 0;
@@ -73,32 +72,11 @@ pub struct OtelwasmState {
 }
 
 fn compiled() -> Result<(Engine, Module), String> {
-    static CACHE: OnceLock<Mutex<Option<(u64, Engine, Module)>>> = OnceLock::new();
-    let path = module_path();
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        format!(
-            "{} cannot be read ({e}): run `make otelwasm-wasm`",
-            path.display()
-        )
-    })?;
-    let stamp = meta.len()
-        ^ meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as u64);
-    let cache = CACHE.get_or_init(|| Mutex::new(None));
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((s, engine, module)) = cache.as_ref() {
-        if *s == stamp {
-            return Ok((engine.clone(), module.clone()));
-        }
-    }
-    let engine = Engine::new(&Config::new()).map_err(|e| format!("engine: {e:#}"))?;
-    let module = Module::from_file(&engine, &path)
-        .map_err(|e| format!("{} does not compile: {e:#}", path.display()))?;
-    *cache = Some((stamp, engine.clone(), module.clone()));
-    Ok((engine, module))
+    static CACHE: crate::compiled::Slot<Module> = std::sync::OnceLock::new();
+    crate::compiled::compiled(&CACHE, &module_path(), "otelwasm-wasm", |engine, path| {
+        Module::from_file(engine, path)
+            .map_err(|e| format!("{} does not compile: {e:#}", path.display()))
+    })
 }
 
 /// The module's imports as `module::name`.
