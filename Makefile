@@ -39,7 +39,7 @@ WASM_OPT       ?= wasm-opt
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
                   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-wasm: setup-wasm-opt ## dist/ordertrace.wasm (wasm32-wasip1, release, then wasm-opt -Oz)
+wasm: setup-wasm-opt ## dist/ordertrace.wasm (wasm32-wasip1, release at opt-level 3, then wasm-opt -Oz)
 	$(CARGO) build --lib --release --target $(WASM_TARGET) --features edge
 	@mkdir -p dist
 	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/ordertrace.wasm -o $(WASM)
@@ -54,15 +54,14 @@ cli: ## target/release/ordertrace (native command line)
 
 .PHONY: collector-wasm otelwasm-wasm
 collector-wasm: ## dist/ordertrace-collector.wasm: the Collector plugin as a WIT component (wasm32-wasip2, wit/ordertrace.wit)
-	CARGO_PROFILE_RELEASE_OPT_LEVEL=3 $(CARGO) build --lib --release --target wasm32-wasip2 --features collector
+	$(CARGO) build --lib --release --target wasm32-wasip2 --features collector
 	@mkdir -p dist
 	cp target/wasm32-wasip2/release/ordertrace.wasm dist/ordertrace-collector.wasm
 	@echo "dist/ordertrace-collector.wasm: $$(stat -c %s dist/ordertrace-collector.wasm) bytes"
 
-# The plugins are built for speed (opt-level 3) where the edge filter is built for size. The otelwasm
-# build has its own target dir: the edge filter builds the same file name for the same target.
+# The otelwasm build has its own target dir: the edge filter builds the same file name for the same target.
 otelwasm-wasm: ## dist/ordertrace-otelwasm.wasm: the same plugin behind the otelwasm ABI (wasm32-wasip1 reactor)
-	CARGO_PROFILE_RELEASE_OPT_LEVEL=3 $(CARGO) build --lib --release --target $(WASM_TARGET) --features otelwasm --target-dir target/otelwasm
+	$(CARGO) build --lib --release --target $(WASM_TARGET) --features otelwasm --target-dir target/otelwasm
 	@mkdir -p dist
 	cp target/otelwasm/$(WASM_TARGET)/release/ordertrace.wasm dist/ordertrace-otelwasm.wasm
 	@echo "dist/ordertrace-otelwasm.wasm: $$(stat -c %s dist/ordertrace-otelwasm.wasm) bytes"
@@ -120,11 +119,15 @@ demo: setup build ## three Envoy edges, reference upstreams and the span sink; t
 setup-bench: ## install wrk (Debian package) for the benchmark when missing
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 
-bench: setup setup-bench wasm ## side-by-side benchmark vs plain Envoy and Envoy's tracer (7 rounds x 6 s per variant, ~6 min; waits up to 5 min for a quiet machine)
-	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --rounds 7 --duration 6 --warmup 3 --with-unsampled --wait-quiet 300
+bench: setup setup-bench wasm bench-empty-filter ## side-by-side benchmark vs plain Envoy and Envoy's tracer (7 rounds x 6 s per variant, ~7 min; waits up to 5 min for a quiet machine)
+	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --rounds 7 --duration 6 --warmup 3 --with-unsampled --with-empty --wait-quiet 300
 
-bench-quick: setup setup-bench wasm ## the same benchmark, quick (3 rounds x 2 s, ~1 min)
-	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --quick
+bench-quick: setup setup-bench wasm bench-empty-filter ## the same benchmark, quick (3 rounds x 2 s, ~1 min)
+	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --quick --with-empty
+
+.PHONY: bench-empty-filter
+bench-empty-filter: setup ## the benchmark's floor: a Rust proxy-wasm filter that does nothing (bench/empty-filter)
+	$(CARGO) build --release --target $(WASM_TARGET) --manifest-path bench/empty-filter/Cargo.toml --target-dir target/bench-empty
 
 .PHONY: bench-collector
 # An optimised test build (in a debug build wasmtime copies lists byte by byte): a dev-based profile at

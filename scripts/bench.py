@@ -62,12 +62,21 @@ VARIANTS = {
     "ordertrace-body": ("edge-ordertrace.yaml", "plugin-body.json", True, 1, 4.0),
     "ordertrace-redact": ("edge-ordertrace.yaml", "plugin-redact.json", True, 1, 4.0),
     "ordertrace-unsampled": ("edge-ordertrace.yaml", "plugin-unsampled.json", True, 0, 0.6),
+    # The floor: a Rust proxy-wasm filter that does nothing (bench/empty-filter), loaded like ordertrace.
+    "wasm-empty": ("edge-ordertrace.yaml", "plugin-unsampled.json", False, 0, 0.0),
 }
 DEFAULT_VARIANTS = ["none", "native", "ordertrace-headers", "ordertrace-body", "ordertrace-redact"]
 ORDERTRACE_SAMPLED = ["ordertrace-headers", "ordertrace-body", "ordertrace-redact"]
 
 
 BASELINE_SUFFIX = "@baseline"
+
+
+def variant_wasm(a, name):
+    """The module a variant's edge loads."""
+    if base_variant(name) == "wasm-empty":
+        return a.empty_wasm
+    return a.baseline_wasm if name.endswith(BASELINE_SUFFIX) else a.wasm
 
 
 def base_variant(name):
@@ -496,6 +505,8 @@ class Bench:
         needs_wasm = any(VARIANTS[base_variant(v)][1] for v in a.variants)
         if needs_wasm and not os.path.isfile(a.wasm):
             raise BenchError(f"{a.wasm} not found: run `make wasm`")
+        if "wasm-empty" in a.variants and not os.path.isfile(a.empty_wasm):
+            raise BenchError(f"{a.empty_wasm} not found: run `make bench-empty-filter`")
         if a.baseline_wasm and not os.path.isfile(a.baseline_wasm):
             raise BenchError(f"--baseline-wasm {a.baseline_wasm} not found")
         cpus = os.cpu_count() or 1
@@ -567,7 +578,7 @@ class Bench:
                 LISTEN_PORT=edge.port,
                 UPSTREAM_PORT=up_port,
                 RECEIVER_PORT=edge.receiver.port if edge.receiver else 0,
-                WASM=json.dumps(str(Path(a.baseline_wasm if name.endswith(BASELINE_SUFFIX) else a.wasm).resolve())),
+                WASM=json.dumps(str(Path(variant_wasm(a, name)).resolve())),
             )
             if edge.plugin:
                 plugin = json.loads((BENCH_DIR / edge.plugin).read_text())
@@ -1005,6 +1016,14 @@ def target_lines(medians, results, args):
 
     ratio_target("ordertrace-headers", 0.8)
     ratio_target("ordertrace-body", 1.2)
+    if "wasm-empty" in medians and "native" in medians and "none" in medians:
+        floor, native = medians["wasm-empty"]["added_us"], medians["native"]["added_us"]
+        if floor is not None and native:
+            lines.append(
+                f"- floor (not a target): a Rust proxy-wasm filter that does nothing adds {fmt(floor, '+.1f')} µs "
+                f"= {fmt(floor / native, '.2f')} × native's added CPU; the 0.8 × target leaves "
+                f"{fmt(0.8 * native - floor, '.1f')} µs per request for all of ordertrace's work"
+            )
     sampled = [v for v in ORDERTRACE_SAMPLED if v in results]
     if sampled:
         parts, ok = [], True
@@ -1049,6 +1068,8 @@ def header_lines(args, bench):
     wasm_desc = describe(args.wasm)
     if args.baseline_wasm:
         wasm_desc += f"; `@baseline` variants: {describe(args.baseline_wasm)}"
+    if "wasm-empty" in args.variants:
+        wasm_desc += f"; `wasm-empty`: {describe(args.empty_wasm)}"
     envoy_version = subprocess.run([args.envoy, "--version"], capture_output=True, text=True).stdout.strip().split("version: ")[-1]
     load = os.getloadavg()
     pin = f"edge Envoys on CPU {bench.edge_cpus}; wrk, upstream Envoy, receivers on CPU {bench.load_cpus} (taskset)" if bench.edge_cpus else "not pinned"
@@ -1077,6 +1098,8 @@ def main(argv=None):
     p.add_argument("--connections", type=int, default=8, help="wrk connections")
     p.add_argument("--think-ms", type=int, default=0, help="wrk waits this long before each request on a connection (0: as fast as possible)")
     p.add_argument("--with-unsampled", action="store_true", help="add `ordertrace-unsampled` (filter on, sampling ratio 0)")
+    p.add_argument("--with-empty", action="store_true", help="add `wasm-empty`: a Rust proxy-wasm filter that does nothing (--empty-wasm), the per-stream floor of any such filter")
+    p.add_argument("--empty-wasm", default=str(ROOT / "target" / "bench-empty" / "wasm32-wasip1" / "release" / "ordertrace_bench_empty.wasm"))
     p.add_argument("--variants", help="comma-separated subset, in run order (default: the five of issue 5)")
     p.add_argument("--baseline-wasm", help="also run every ordertrace variant with this older build (variants `<name>@baseline`), side by side, to measure what a change bought")
     p.add_argument("--envoy", default=str(ROOT / ".venv" / "bin" / "envoy"))
@@ -1100,9 +1123,9 @@ def main(argv=None):
         if unknown:
             p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     else:
-        a.variants = list(DEFAULT_VARIANTS) + (["ordertrace-unsampled"] if a.with_unsampled else [])
+        a.variants = list(DEFAULT_VARIANTS) + (["ordertrace-unsampled"] if a.with_unsampled else []) + (["wasm-empty"] if a.with_empty else [])
     if a.baseline_wasm:
-        a.variants += [v + BASELINE_SUFFIX for v in a.variants if VARIANTS[v][1] and BASELINE_SUFFIX not in v]
+        a.variants += [v + BASELINE_SUFFIX for v in a.variants if VARIANTS[v][1] and BASELINE_SUFFIX not in v and v != "wasm-empty"]
     if a.rounds < 1 or a.duration < 1:
         p.error("--rounds and --duration must be ≥ 1")
 
