@@ -181,14 +181,23 @@ pub type Measure = (Labelled, u64);
 /// Labelled counters and pending histogram samples, accumulated per request and flushed on tick.
 #[derive(Debug, Default)]
 pub struct LabelledMetrics {
-    counters: std::collections::BTreeMap<Labelled, u64>,
+    /// Sorted by metric, so a drain comes out in a stable order. A sorted vector rather than a `BTreeMap`:
+    /// the series are few (bounded by the configuration) and the map's code costs the filter kilobytes.
+    counters: Vec<(Labelled, u64)>,
     samples: Vec<(Labelled, u64)>,
     pub samples_dropped: u64,
 }
 
 impl LabelledMetrics {
     pub fn count(&mut self, m: Labelled) {
-        *self.counters.entry(m).or_insert(0) += 1;
+        match self.counters.binary_search_by(|(k, _)| k.cmp(&m)) {
+            Ok(i) => {
+                if let Some((_, n)) = self.counters.get_mut(i) {
+                    *n += 1;
+                }
+            }
+            Err(i) => self.counters.insert(i, (m, 1)),
+        }
     }
 
     pub fn sample(&mut self, m: Labelled, value: u64) {
@@ -201,12 +210,18 @@ impl LabelledMetrics {
 
     /// Counter increments since the last drain, and the pending samples.
     pub fn drain(&mut self) -> (Vec<Measure>, Vec<Measure>) {
-        let counters = std::mem::take(&mut self.counters).into_iter().collect();
-        (counters, std::mem::take(&mut self.samples))
+        (
+            std::mem::take(&mut self.counters),
+            std::mem::take(&mut self.samples),
+        )
     }
 
     pub fn counter(&self, m: &Labelled) -> u64 {
-        self.counters.get(m).copied().unwrap_or(0)
+        self.counters
+            .binary_search_by(|(k, _)| k.cmp(m))
+            .ok()
+            .and_then(|i| self.counters.get(i))
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -249,8 +264,17 @@ mod labelled_tests {
         m.count(Labelled::RouteRequests("r".into()));
         m.count(Labelled::RouteRequests("r".into()));
         assert_eq!(m.samples_dropped, 10);
+        m.count(Labelled::RouteRequests("a".into()));
+        assert_eq!(m.counter(&Labelled::RouteRequests("r".into())), 2);
+        assert_eq!(m.counter(&Labelled::RouteRequests("x".into())), 0);
         let (c, s) = m.drain();
-        assert_eq!(c, vec![(Labelled::RouteRequests("r".into()), 2)]);
+        assert_eq!(
+            c,
+            vec![
+                (Labelled::RouteRequests("a".into()), 1),
+                (Labelled::RouteRequests("r".into()), 2)
+            ]
+        );
         assert_eq!(s.len(), MAX_PENDING_SAMPLES);
         let (c, s) = m.drain();
         assert!(c.is_empty() && s.is_empty());
