@@ -39,10 +39,11 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span, TracesData};
 use prost::Message;
-use serde::Deserialize;
 
+use crate::config::read::{self, Object};
 use crate::config::{ConfigError, RawMethods, MAX_ROUTES, RESERVED_ATTRIBUTES};
 use crate::filter::{template_var_segments, MAX_VALUE_BYTES};
+use crate::json::{self, Value as JsonValue};
 use crate::lifecycle::{LastStatus, Lifecycle, RawLifecycle};
 use crate::redact::{HmacKeySource, KeyAction, RawRedaction, Redacted, Redactor};
 use crate::template::{self, PathTemplate};
@@ -98,30 +99,49 @@ pub const COLLECTOR_SEMCONV_KEYS: &[&str] = &[
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Configuration (serde)
+// Configuration: the JSON as written, read by `from_value` with the edge's reader (unknown keys rejected)
 
 /// The plugin configuration: a JSON object; every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawCollectorConfig {
     /// The same object as the edge's `redaction` (docs/redaction.md); `hmac_key_env` and `hmac_key_file`
     /// are read through the WASI environment and file system.
-    #[serde(default)]
     pub redaction: RawRedaction,
     /// The same object as the edge's `lifecycle`.
-    #[serde(default)]
     pub lifecycle: RawLifecycle,
     /// Rules over HTTP spans.
-    #[serde(default)]
     pub routes: Vec<RawHttpRule>,
     /// Rules over messaging spans.
-    #[serde(default)]
     pub messages: Vec<RawMessageRule>,
 }
 
+impl RawCollectorConfig {
+    /// The whole configuration object (`v` is the document).
+    pub fn from_value(v: JsonValue, path: &str) -> Result<RawCollectorConfig, ConfigError> {
+        let mut o = Object::new(v, path, &["redaction", "lifecycle", "routes", "messages"])?;
+        let raw = RawCollectorConfig {
+            redaction: o.or_else("redaction", RawRedaction::default, RawRedaction::from_value)?,
+            lifecycle: o.or_else("lifecycle", RawLifecycle::default, RawLifecycle::from_value)?,
+            routes: o.or_else("routes", Vec::new, |v, path| {
+                read::array(v, path)?
+                    .into_iter()
+                    .map(|(v, path)| RawHttpRule::from_value(v, &path))
+                    .collect()
+            })?,
+            messages: o.or_else("messages", Vec::new, |v, path| {
+                read::array(v, path)?
+                    .into_iter()
+                    .map(|(v, path)| RawMessageRule::from_value(v, &path))
+                    .collect()
+            })?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+}
+
 /// A span kind a rule applies to (`kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawSpanKind {
     Server,
     Client,
@@ -131,77 +151,177 @@ pub enum RawSpanKind {
     Any,
 }
 
+impl RawSpanKind {
+    pub fn from_value(v: JsonValue, path: &str) -> Result<RawSpanKind, ConfigError> {
+        read::variant(
+            v,
+            path,
+            &[
+                ("server", RawSpanKind::Server),
+                ("client", RawSpanKind::Client),
+                ("producer", RawSpanKind::Producer),
+                ("consumer", RawSpanKind::Consumer),
+                ("internal", RawSpanKind::Internal),
+                ("any", RawSpanKind::Any),
+            ],
+        )
+    }
+}
+
 /// `routes[i]`: the edge's route shape, over span attributes.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawHttpRule {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub method: Option<RawMethods>,
     pub path: String,
     /// Default `server`.
-    #[serde(default)]
     pub kind: Option<RawSpanKind>,
-    #[serde(default)]
     pub order_id: Option<RawSpanSource>,
-    #[serde(default)]
     pub status: Option<RawSpanSource>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, RawSpanSource>,
+    /// Sorted by name.
+    pub attributes: Vec<(String, RawSpanSource)>,
+}
+
+impl RawHttpRule {
+    pub fn from_value(v: JsonValue, path: &str) -> Result<RawHttpRule, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "name",
+                "method",
+                "path",
+                "kind",
+                "order_id",
+                "status",
+                "attributes",
+            ],
+        )?;
+        let raw = RawHttpRule {
+            name: o.opt_string("name")?,
+            method: o.opt("method", RawMethods::from_value)?,
+            path: o.req_string("path")?,
+            kind: o.opt("kind", RawSpanKind::from_value)?,
+            order_id: o.opt("order_id", RawSpanSource::from_value)?,
+            status: o.opt("status", RawSpanSource::from_value)?,
+            attributes: o.or_else("attributes", Vec::new, |v, path| {
+                read::map(v, path, RawSpanSource::from_value)
+            })?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
 /// `messages[i]`: a rule over messaging spans (`messaging.*` attributes).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawMessageRule {
-    #[serde(default)]
     pub name: Option<String>,
     /// `messaging.system` (`rabbitmq`).
-    #[serde(default)]
     pub system: Option<String>,
     /// `messaging.destination.name` (the exchange or queue).
-    #[serde(default)]
     pub destination: Option<String>,
     /// `messaging.rabbitmq.destination.routing_key`.
-    #[serde(default)]
     pub routing_key: Option<String>,
     /// Default `any`.
-    #[serde(default)]
     pub kind: Option<RawSpanKind>,
-    #[serde(default)]
     pub order_id: Option<RawSpanSource>,
-    #[serde(default)]
     pub status: Option<RawSpanSource>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, RawSpanSource>,
+    /// Sorted by name.
+    pub attributes: Vec<(String, RawSpanSource)>,
+}
+
+impl RawMessageRule {
+    pub fn from_value(v: JsonValue, path: &str) -> Result<RawMessageRule, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "name",
+                "system",
+                "destination",
+                "routing_key",
+                "kind",
+                "order_id",
+                "status",
+                "attributes",
+            ],
+        )?;
+        let raw = RawMessageRule {
+            name: o.opt_string("name")?,
+            system: o.opt_string("system")?,
+            destination: o.opt_string("destination")?,
+            routing_key: o.opt_string("routing_key")?,
+            kind: o.opt("kind", RawSpanKind::from_value)?,
+            order_id: o.opt("order_id", RawSpanSource::from_value)?,
+            status: o.opt("status", RawSpanSource::from_value)?,
+            attributes: o.or_else("attributes", Vec::new, |v, path| {
+                read::map(v, path, RawSpanSource::from_value)
+            })?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
 /// A value source: a literal, or exactly one keyed source.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawSpanSource {
     Literal(String),
     From(RawSpanFrom),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawSpanSource {
+    pub fn from_value(v: JsonValue, path: &str) -> Result<RawSpanSource, ConfigError> {
+        match v {
+            JsonValue::String(s) => Ok(RawSpanSource::Literal(s)),
+            JsonValue::Object(_) => RawSpanFrom::from_value(v, path).map(RawSpanSource::From),
+            other => Err(read::invalid_type(
+                &other,
+                path,
+                "a literal string or an object such as {\"attribute\": \"order.id\"}",
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct RawSpanFrom {
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub header: Option<String>,
-    #[serde(default)]
     pub query: Option<String>,
-    #[serde(default)]
     pub attribute: Option<String>,
     /// Accepted by the parser only to explain that the collector has no bodies.
-    #[serde(default)]
     pub request_body: Option<String>,
     /// Accepted by the parser only to explain that the collector has no bodies.
-    #[serde(default)]
     pub response_body: Option<String>,
+}
+
+impl RawSpanFrom {
+    pub fn from_value(v: JsonValue, path: &str) -> Result<RawSpanFrom, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "path",
+                "header",
+                "query",
+                "attribute",
+                "request_body",
+                "response_body",
+            ],
+        )?;
+        let raw = RawSpanFrom {
+            path: o.opt_string("path")?,
+            header: o.opt_string("header")?,
+            query: o.opt_string("query")?,
+            attribute: o.opt_string("attribute")?,
+            request_body: o.opt_string("request_body")?,
+            response_body: o.opt_string("response_body")?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,17 +429,8 @@ impl CollectorConfig {
         bytes: &[u8],
         resolve: &mut dyn FnMut(HmacKeySource<'_>) -> Result<String, String>,
     ) -> Result<CollectorConfig, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawCollectorConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            // `.` is the document itself, `?` a place serde could not name (truncated JSON).
-            let field = if path == "." || path == "?" {
-                String::new()
-            } else {
-                path
-            };
-            cfg_err(field, e.into_inner().to_string())
-        })?;
+        let value = json::parse(bytes).map_err(|e| cfg_err("", format!("not valid JSON: {e}")))?;
+        let raw = RawCollectorConfig::from_value(value, "")?;
         Self::compile(&raw, resolve)
     }
 
@@ -494,7 +605,7 @@ fn compile_enrich(
     at: &dyn Fn(&str) -> String,
     order_id: Option<&RawSpanSource>,
     status: Option<&RawSpanSource>,
-    attributes: &BTreeMap<String, RawSpanSource>,
+    attributes: &[(String, RawSpanSource)],
     ctx: &SourceCtx<'_>,
 ) -> Result<Enrich, ConfigError> {
     let order_id = match order_id {

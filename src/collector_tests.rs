@@ -499,7 +499,7 @@ fn malformed_input_is_an_error() {
 #[test]
 fn config_errors_name_the_field() {
     let cases: &[(&str, &str, &str)] = &[
-        ("{", "", "EOF"),
+        ("{", "", "not valid JSON: unexpected end of input"),
         (r#"{"service":"x"}"#, "service", "unknown field"),
         ("{}", "redaction.hmac_key", ""),
         (

@@ -1,16 +1,18 @@
-//! Plugin configuration: serde into raw structs (unknown keys rejected), then compiled once into a
-//! validated [`Config`]. Every error names the field it is about (`routes[2].status.request_body`), and
-//! the same code backs the filter's `on_configure` and `ordertrace check`.
+//! Plugin configuration: JSON ([`crate::json`]) read into raw structs by [`read`] (unknown keys rejected,
+//! defaults filled in), then compiled once into a validated [`Config`]. Every error names the field it is
+//! about (`routes[2].status.request_body`), and the same code backs the filter's `on_configure` and
+//! `ordertrace check`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+pub mod read;
 
+use crate::json::{self, Value};
 use crate::jsonscan::JsonPointer;
 use crate::lifecycle::{Lifecycle, RawLifecycle};
 use crate::redact::{RawRedaction, Redactor};
 use crate::template::PathTemplate;
+use read::Object;
 
 /// A configuration error: the field (a path into the JSON config) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,146 +43,246 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 // ---------------------------------------------------------------------------------------------
-// Raw (serde) shape
+// Raw shape: the JSON as written, read by `from_value` (unknown keys rejected, defaults filled in)
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawConfig {
     pub service: String,
-    #[serde(default)]
     pub public_edge: bool,
     pub collector: RawCollector,
-    #[serde(default)]
     pub sampling: RawSampling,
-    #[serde(default)]
     pub body: RawBody,
-    #[serde(default)]
     pub redaction: RawRedaction,
-    #[serde(default)]
     pub lifecycle: RawLifecycle,
-    #[serde(default)]
     pub routes: Vec<RawRoute>,
     /// Present when this plugin instance is the AMQP network filter (`envoy.filters.network.wasm`).
-    #[serde(default)]
     pub amqp: Option<crate::amqp::RawAmqp>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawConfig {
+    /// The whole configuration object (`v` is the document).
+    pub fn from_value(v: Value, path: &str) -> Result<RawConfig, ConfigError> {
+        let mut o = Object::new(v, path, TOP_LEVEL_KEYS)?;
+        let raw = RawConfig {
+            service: o.req_string("service")?,
+            public_edge: o.bool_or("public_edge", false)?,
+            collector: {
+                let (v, path) = o.required("collector")?;
+                RawCollector::from_value(v, &path)?
+            },
+            sampling: o.or_else("sampling", RawSampling::default, RawSampling::from_value)?,
+            body: o.or_else("body", RawBody::default, RawBody::from_value)?,
+            redaction: o.or_else("redaction", RawRedaction::default, RawRedaction::from_value)?,
+            lifecycle: o.or_else("lifecycle", RawLifecycle::default, RawLifecycle::from_value)?,
+            routes: o.or_else("routes", Vec::new, |v, path| {
+                read::array(v, path)?
+                    .into_iter()
+                    .map(|(v, path)| RawRoute::from_value(v, &path))
+                    .collect()
+            })?,
+            amqp: o.or_else(
+                "amqp",
+                || None,
+                |v, path| crate::amqp::RawAmqp::from_value(v, path).map(Some),
+            )?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+}
+
+#[derive(Debug)]
 pub struct RawCollector {
     pub cluster: String,
-    #[serde(default)]
     pub authority: Option<String>,
-    #[serde(default = "default_collector_path")]
+    /// Default `/v1/traces`.
     pub path: String,
-    #[serde(default = "default_flush_interval_ms")]
+    /// Default 1000.
     pub flush_interval_ms: u64,
-    #[serde(default = "default_max_batch_spans")]
+    /// Default 512.
     pub max_batch_spans: usize,
-    #[serde(default = "default_max_queue_spans")]
+    /// Default 8192.
     pub max_queue_spans: usize,
-    #[serde(default = "default_timeout_ms")]
+    /// Default 5000.
     pub timeout_ms: u64,
 }
 
-fn default_collector_path() -> String {
-    "/v1/traces".to_string()
-}
-fn default_flush_interval_ms() -> u64 {
-    1000
-}
-fn default_max_batch_spans() -> usize {
-    512
-}
-fn default_max_queue_spans() -> usize {
-    8192
-}
-fn default_timeout_ms() -> u64 {
-    5000
+impl RawCollector {
+    pub fn from_value(v: Value, path: &str) -> Result<RawCollector, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "cluster",
+                "authority",
+                "path",
+                "flush_interval_ms",
+                "max_batch_spans",
+                "max_queue_spans",
+                "timeout_ms",
+            ],
+        )?;
+        let raw = RawCollector {
+            cluster: o.req_string("cluster")?,
+            authority: o.opt_string("authority")?,
+            path: o.string_or("path", "/v1/traces")?,
+            flush_interval_ms: o.u64_or("flush_interval_ms", 1000)?,
+            max_batch_spans: o.usize_or("max_batch_spans", 512)?,
+            max_queue_spans: o.usize_or("max_queue_spans", 8192)?,
+            timeout_ms: o.u64_or("timeout_ms", 5000)?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawSampling {
-    #[serde(default = "default_ratio")]
+    /// Default 1.0.
     pub ratio: f64,
 }
 
 impl Default for RawSampling {
     fn default() -> Self {
-        RawSampling {
-            ratio: default_ratio(),
-        }
+        RawSampling { ratio: 1.0 }
     }
 }
 
-fn default_ratio() -> f64 {
-    1.0
+impl RawSampling {
+    pub fn from_value(v: Value, path: &str) -> Result<RawSampling, ConfigError> {
+        let mut o = Object::new(v, path, &["ratio"])?;
+        let raw = RawSampling {
+            ratio: o.f64_or("ratio", 1.0)?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawBody {
-    #[serde(default = "default_body_max_bytes")]
+    /// Default 65536.
     pub max_bytes: usize,
 }
 
 impl Default for RawBody {
     fn default() -> Self {
-        RawBody {
-            max_bytes: default_body_max_bytes(),
-        }
+        RawBody { max_bytes: 65536 }
     }
 }
 
-fn default_body_max_bytes() -> usize {
-    65536
+impl RawBody {
+    pub fn from_value(v: Value, path: &str) -> Result<RawBody, ConfigError> {
+        let mut o = Object::new(v, path, &["max_bytes"])?;
+        let raw = RawBody {
+            max_bytes: o.usize_or("max_bytes", RawBody::default().max_bytes)?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawRoute {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub method: Option<RawMethods>,
     pub path: String,
-    #[serde(default)]
     pub order_id: Option<RawSource>,
-    #[serde(default)]
     pub status: Option<RawSource>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, RawSource>,
+    /// Sorted by name.
+    pub attributes: Vec<(String, RawSource)>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+impl RawRoute {
+    pub fn from_value(v: Value, path: &str) -> Result<RawRoute, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &["name", "method", "path", "order_id", "status", "attributes"],
+        )?;
+        let raw = RawRoute {
+            name: o.opt_string("name")?,
+            method: o.opt("method", RawMethods::from_value)?,
+            path: o.req_string("path")?,
+            order_id: o.opt("order_id", RawSource::from_value)?,
+            status: o.opt("status", RawSource::from_value)?,
+            attributes: o.or_else("attributes", Vec::new, |v, path| {
+                read::map(v, path, RawSource::from_value)
+            })?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+}
+
+/// `"POST"` or `["PUT", "PATCH"]`.
+#[derive(Debug)]
 pub enum RawMethods {
     One(String),
     Many(Vec<String>),
 }
 
+impl RawMethods {
+    pub fn from_value(v: Value, path: &str) -> Result<RawMethods, ConfigError> {
+        match v {
+            Value::String(s) => Ok(RawMethods::One(s)),
+            Value::Array(_) => read::strings(v, path).map(RawMethods::Many),
+            other => Err(read::invalid_type(
+                &other,
+                path,
+                "a method name or an array of method names",
+            )),
+        }
+    }
+}
+
 /// Where a value comes from: a literal string, or exactly one of the keyed sources.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawSource {
     Literal(String),
     From(RawFrom),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawSource {
+    pub fn from_value(v: Value, path: &str) -> Result<RawSource, ConfigError> {
+        match v {
+            Value::String(s) => Ok(RawSource::Literal(s)),
+            Value::Object(_) => RawFrom::from_value(v, path).map(RawSource::From),
+            other => Err(read::invalid_type(
+                &other,
+                path,
+                "a literal string or an object such as {\"header\": \"x-order-id\"}",
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct RawFrom {
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub header: Option<String>,
-    #[serde(default)]
     pub query: Option<String>,
-    #[serde(default)]
     pub request_body: Option<String>,
-    #[serde(default)]
     pub response_body: Option<String>,
+}
+
+impl RawFrom {
+    pub fn from_value(v: Value, path: &str) -> Result<RawFrom, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &["path", "header", "query", "request_body", "response_body"],
+        )?;
+        let raw = RawFrom {
+            path: o.opt_string("path")?,
+            header: o.opt_string("header")?,
+            query: o.opt_string("query")?,
+            request_body: o.opt_string("request_body")?,
+            response_body: o.opt_string("response_body")?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,7 +495,7 @@ impl Config {
 }
 
 /// Top-level keys of the configuration, in the order they are documented.
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: &[&str] = &[
     "service",
     "public_edge",
     "collector",
@@ -405,82 +507,17 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "amqp",
 ];
 
-/// Parse the JSON into the raw shape, section by section, so an error carries the path of the field.
-///
-/// Sections are deserialized from a parsed `serde_json::Value` (rather than with a path-tracking
-/// deserializer) because every `Deserialize` impl is then instantiated once: this keeps the filter small.
+/// Parse the JSON into the raw shape; an error carries the path of the field (`collector.flush_ms`).
 pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
-    let serde_json::Value::Object(mut top) = value else {
+    let value =
+        json::parse(bytes).map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
+    if !matches!(value, Value::Object(_)) {
         return Err(ConfigError::new(
             "",
             "the configuration must be a JSON object",
         ));
-    };
-    if let Some(unknown) = top.keys().find(|k| !TOP_LEVEL_KEYS.contains(&k.as_str())) {
-        return Err(ConfigError::new(
-            unknown.clone(),
-            format!(
-                "unknown field `{unknown}`, expected one of {}",
-                TOP_LEVEL_KEYS.join(", ")
-            ),
-        ));
     }
-    fn take<T: serde::de::DeserializeOwned>(
-        top: &mut serde_json::Map<String, serde_json::Value>,
-        key: &str,
-    ) -> Result<Option<T>, ConfigError> {
-        match top.remove(key) {
-            None => Ok(None),
-            Some(v) => section(v, key).map(Some),
-        }
-    }
-    let service: String = take(&mut top, "service")?
-        .ok_or_else(|| ConfigError::new("service", "missing field `service`"))?;
-    let collector: RawCollector = take(&mut top, "collector")?
-        .ok_or_else(|| ConfigError::new("collector", "missing field `collector`"))?;
-    let routes = match top.remove("routes") {
-        None => Vec::new(),
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| section(v, &format!("routes[{i}]")))
-            .collect::<Result<Vec<RawRoute>, _>>()?,
-        Some(_) => return Err(ConfigError::new("routes", "must be an array of routes")),
-    };
-    Ok(RawConfig {
-        service,
-        public_edge: take(&mut top, "public_edge")?.unwrap_or(false),
-        collector,
-        sampling: take(&mut top, "sampling")?.unwrap_or_default(),
-        body: take(&mut top, "body")?.unwrap_or_default(),
-        redaction: take(&mut top, "redaction")?.unwrap_or_default(),
-        lifecycle: take(&mut top, "lifecycle")?.unwrap_or_default(),
-        routes,
-        amqp: match top.remove("amqp") {
-            None => None,
-            Some(v) => Some(crate::amqp::config::raw_from_value(v)?),
-        },
-    })
-}
-
-/// Deserialize one section; an unknown or missing key is reported at its own path (`collector.flush_ms`).
-pub fn section<T: serde::de::DeserializeOwned>(
-    v: serde_json::Value,
-    path: &str,
-) -> Result<T, ConfigError> {
-    serde_json::from_value(v).map_err(|e| {
-        let msg = e.to_string();
-        let named = ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|p| msg.strip_prefix(p))
-            .and_then(|rest| rest.split('`').next());
-        match named {
-            Some(field) => ConfigError::new(format!("{path}.{field}"), msg),
-            None => ConfigError::new(path, msg),
-        }
-    })
+    RawConfig::from_value(value, "")
 }
 
 fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
@@ -756,6 +793,117 @@ mod tests {
                 "routes[0].attributes.order.id",
                 "set by the filter",
             ),
+            // Types and shapes: the error names the field itself, not its section.
+            (
+                r#"{"service":"s","collector":{"cluster":"c","flush_interval_ms":-5}}"#,
+                "collector.flush_interval_ms",
+                "invalid value: -5, expected a non-negative integer",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c","timeout_ms":1.5}}"#,
+                "collector.timeout_ms",
+                "invalid value: 1.5, expected a whole number",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c","max_queue_spans":1e3}}"#,
+                "collector.max_queue_spans",
+                "whole number",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":5}}"#,
+                "collector.cluster",
+                "invalid type: number 5, expected a string",
+            ),
+            (
+                r#"{"service":"s","collector":{}}"#,
+                "collector.cluster",
+                "missing field `cluster`",
+            ),
+            (
+                r#"{"service":"s"}"#,
+                "collector",
+                "missing field `collector`",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"public_edge":null}"#,
+                "public_edge",
+                "invalid type: null, expected a boolean",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"sampling":{"ratio":"0.5"}}"#,
+                "sampling.ratio",
+                "expected a number",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"sampling":{"ratio":-0.1}}"#,
+                "sampling.ratio",
+                "between",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"body":{"max_bytes":"64k"}}"#,
+                "body.max_bytes",
+                "invalid type: string \"64k\"",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":{}}"#,
+                "routes",
+                "expected an array",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":[{"path":"/a"},{"name":"x"}]}"#,
+                "routes[1].path",
+                "missing field `path`",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":[{"path":"/a","method":["GET",1]}]}"#,
+                "routes[0].method[1]",
+                "expected a string",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":[{"path":"/a","method":7}]}"#,
+                "routes[0].method",
+                "method name",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":[{"path":"/a","status":5}]}"#,
+                "routes[0].status",
+                "invalid type: number 5, expected a literal string or an object",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":[{"path":"/a","status":{"header":"x","colour":1}}]}"#,
+                "routes[0].status.colour",
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"routes":[{"path":"/a","attributes":{"a.b":{"query":5}}}]}"#,
+                "routes[0].attributes.a.b.query",
+                "expected a string",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"lifecycle":{"sla":{"SUBMITTED":30}}}"#,
+                "lifecycle.sla.SUBMITTED",
+                "expected a string",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"lifecycle":{"table_size":-1}}"#,
+                "lifecycle.table_size",
+                "non-negative",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"amqp":{"rules":[{"on":1}]}}"#,
+                "amqp.rules[0].on",
+                "expected a string",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"amqp":null}"#,
+                "amqp",
+                "expected an object",
+            ),
+            (
+                r#"{"service":"s","collector":{"cluster":"c"},"redaction":{"enabled":false},"service":"t"}"#,
+                "",
+                "not valid JSON: duplicate key \"service\" at line 1 column 74",
+            ),
         ];
         for (json, field, msg) in cases {
             match Config::from_json(json.as_bytes()) {
@@ -773,6 +921,51 @@ mod tests {
         for bad in [&b""[..], b"{", b"\xff\xfe", b"[]", b"null"] {
             assert!(Config::from_json(bad).is_err());
         }
+        let e = Config::from_json(
+            b"{\n  \"service\": \"s\",\n  \"collector\": {\"cluster\": \"c\"},\n}",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "");
+        assert_eq!(
+            e.message,
+            "not valid JSON: unexpected character '}', expected a key (a string) at line 4 column 1"
+        );
+        assert_eq!(
+            Config::from_json(b"[]").err().unwrap().message,
+            "the configuration must be a JSON object"
+        );
+    }
+
+    #[test]
+    fn defaults_nulls_and_attribute_order() {
+        // Optional fields may be null; attributes come out sorted by name whatever the document order.
+        let c = Config::from_json(
+            br#"{"service":"s","collector":{"cluster":"otlp","authority":null},"sampling":{"ratio":0.25},
+                "redaction":{"enabled":false},
+                "routes":[{"path":"/a","name":null,"attributes":{"z.last":"1","a.first":"2","m.mid":{"header":"X-M"}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.sampling_ratio, 0.25);
+        assert_eq!(c.collector.authority, "otlp");
+        assert_eq!(c.collector.path, "/v1/traces");
+        assert_eq!(c.collector.flush_interval_ms, 1000);
+        assert_eq!(c.collector.max_queue_spans, 8192);
+        assert_eq!(c.collector.timeout_ms, 5000);
+        assert_eq!(c.body_max_bytes, 65536);
+        assert!(!c.public_edge);
+        assert!(c.amqp.is_none());
+        let names: Vec<&str> = c.routes[0]
+            .attributes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, ["a.first", "m.mid", "z.last"]);
+        assert_eq!(c.routes[0].span_name, "/a");
+        let c = cfg(r#","sampling":{"ratio":0},"body":{"max_bytes":0}"#).unwrap();
+        assert_eq!((c.sampling_ratio, c.body_max_bytes), (0.0, 0));
+        let c = cfg(r#","sampling":{"ratio":1}"#).unwrap();
+        assert_eq!(c.sampling_ratio, 1.0);
     }
 
     #[test]

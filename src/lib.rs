@@ -13,6 +13,7 @@ pub mod export;
 pub mod filter;
 pub mod host;
 pub mod ids;
+pub mod json;
 pub mod jsonscan;
 pub mod lifecycle;
 pub mod metrics;

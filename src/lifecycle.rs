@@ -9,13 +9,12 @@
 //! The lifecycle model (ordered statuses, allowed transitions, an SLA per stage) is configuration; the
 //! previous status of an order comes from a small per-Envoy table in proxy-wasm shared data.
 
-use std::collections::BTreeMap;
-
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::config::read::{self, Object};
 use crate::config::ConfigError;
+use crate::json::Value;
 use crate::tracecontext::{SpanId, TraceId};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -36,31 +35,64 @@ pub const REFERENCE_STATUSES: [&str; 12] = [
     "CANCELLED",
 ];
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawLifecycle {
-    #[serde(default)]
     pub enabled: Option<bool>,
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
     pub statuses: Option<Vec<String>>,
-    /// `{"SUBMITTED": ["PRICE_CALCULATION_STARTED", "CANCELLED"]}`; default: each status to the next one,
-    /// and any status to the terminal ones.
-    #[serde(default)]
-    pub transitions: Option<BTreeMap<String, Vec<String>>>,
+    /// `{"SUBMITTED": ["PRICE_CALCULATION_STARTED", "CANCELLED"]}`, sorted by status; default: each status
+    /// to the next one, and any status to the terminal ones.
+    pub transitions: Option<Vec<(String, Vec<String>)>>,
     /// Statuses that end the order (no SLA, no further transitions expected). Default: CLOSED, CANCELLED.
-    #[serde(default)]
     pub terminal: Option<Vec<String>>,
-    /// Longest time an order may stay in a status: `{"PRICE_CALCULATION_STARTED": "30m"}`.
-    #[serde(default)]
-    pub sla: BTreeMap<String, String>,
+    /// Longest time an order may stay in a status, sorted by status: `{"PRICE_CALCULATION_STARTED": "30m"}`.
+    pub sla: Vec<(String, String)>,
     /// Entries in the per-Envoy table of last statuses (shared data).
-    #[serde(default)]
     pub table_size: Option<u32>,
     /// A URL for a trace, `{trace_id}` replaced: `http://jaeger:16686/trace/{trace_id}`.
-    #[serde(default)]
     pub trace_url: Option<String>,
+}
+
+impl RawLifecycle {
+    /// Reads the `lifecycle` object (at `path`); unknown keys are rejected.
+    pub fn from_value(v: Value, path: &str) -> Result<RawLifecycle, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "enabled",
+                "namespace",
+                "statuses",
+                "transitions",
+                "terminal",
+                "sla",
+                "table_size",
+                "trace_url",
+            ],
+        )?;
+        let raw = RawLifecycle {
+            enabled: o.opt_bool("enabled")?,
+            namespace: o.opt_string("namespace")?,
+            statuses: o.opt_strings("statuses")?,
+            transitions: o.opt("transitions", |v, path| read::map(v, path, read::strings))?,
+            terminal: o.opt_strings("terminal")?,
+            sla: o.or_else("sla", Vec::new, |v, path| read::map(v, path, read::string))?,
+            table_size: o.opt_u32("table_size")?,
+            trace_url: o.opt_string("trace_url")?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+
+    /// Parses a JSON `lifecycle` object alone (the watch's stored model, tests); errors name
+    /// `lifecycle.<field>`.
+    pub fn from_json(bytes: &[u8]) -> Result<RawLifecycle, ConfigError> {
+        let v = crate::json::parse(bytes).map_err(|e| ConfigError {
+            field: "lifecycle".to_string(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        RawLifecycle::from_value(v, "lifecycle")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -400,7 +432,7 @@ mod tests {
 
     #[test]
     fn prepared_mac_gives_the_documented_ids() {
-        let raw: RawLifecycle = serde_json::from_str(r#"{"namespace":"ns-1"}"#).unwrap();
+        let raw: RawLifecycle = RawLifecycle::from_json(br#"{"namespace":"ns-1"}"#).unwrap();
         let l = Lifecycle::compile(&raw).unwrap();
         assert_eq!(l.trace_ids("ORD-9"), lifecycle_ids("ns-1", "ORD-9"));
     }
@@ -433,10 +465,50 @@ mod tests {
             (r#"{"terminal":["DONE"]}"#, "lifecycle.terminal"),
         ];
         for (json, field) in cases {
-            let raw: RawLifecycle = serde_json::from_str(json).unwrap();
+            let raw = RawLifecycle::from_json(json.as_bytes()).unwrap();
             let e = Lifecycle::compile(&raw).unwrap_err();
             assert_eq!(e.field, field, "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn raw_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"namespaces":"x"}"#,
+                "lifecycle.namespaces",
+                "unknown field",
+            ),
+            (
+                r#"{"statuses":"A"}"#,
+                "lifecycle.statuses",
+                "an array of strings",
+            ),
+            (
+                r#"{"transitions":{"A":"B"}}"#,
+                "lifecycle.transitions.A",
+                "an array",
+            ),
+            (
+                r#"{"table_size":1.5}"#,
+                "lifecycle.table_size",
+                "whole number",
+            ),
+            (r#"{"enabled":1}"#, "lifecycle.enabled", "a boolean"),
+            (r#"{"sla":[]}"#, "lifecycle.sla", "an object"),
+        ];
+        for (json, field, msg) in cases {
+            let e = RawLifecycle::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.message.contains(msg), "{json}: {e}");
+        }
+        let raw =
+            RawLifecycle::from_json(br#"{"sla":{"b":"1h","a":"2h"},"transitions":null}"#).unwrap();
+        assert_eq!(
+            raw.sla,
+            [("a".into(), "2h".into()), ("b".into(), "1h".into())]
+        );
+        assert!(raw.transitions.is_none());
     }
 
     #[test]
@@ -464,7 +536,7 @@ mod tests {
 
     #[test]
     fn slots_stay_within_the_table() {
-        let raw: RawLifecycle = serde_json::from_str(r#"{"table_size":8}"#).unwrap();
+        let raw: RawLifecycle = RawLifecycle::from_json(br#"{"table_size":8}"#).unwrap();
         let l = Lifecycle::compile(&raw).unwrap();
         for i in 0..100 {
             let k = l.slot_key(&l.order_digest(&format!("ORD-{i}")));

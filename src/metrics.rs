@@ -184,7 +184,9 @@ pub type Measure = (Labelled, u64);
 /// a keyed `Labelled` (three String clones and map lookups) there cost more than the counting itself.
 #[derive(Debug, Default)]
 pub struct LabelledMetrics {
-    counters: std::collections::BTreeMap<Labelled, u64>,
+    /// Sorted by metric, so a drain comes out in a stable order. A sorted vector rather than a `BTreeMap`:
+    /// the series are few (bounded by the configuration) and the map's code costs the filter kilobytes.
+    counters: Vec<(Labelled, u64)>,
     samples: Vec<(Labelled, u64)>,
     routes: Vec<RouteTally>,
     /// (route index, duration ms) since the last drain.
@@ -215,7 +217,14 @@ impl LabelledMetrics {
     }
 
     pub fn count(&mut self, m: Labelled) {
-        *self.counters.entry(m).or_insert(0) += 1;
+        match self.counters.binary_search_by(|(k, _)| k.cmp(&m)) {
+            Ok(i) => {
+                if let Some((_, n)) = self.counters.get_mut(i) {
+                    *n += 1;
+                }
+            }
+            Err(i) => self.counters.insert(i, (m, 1)),
+        }
     }
 
     fn pending_samples(&self) -> usize {
@@ -248,7 +257,7 @@ impl LabelledMetrics {
 
     /// Counter increments since the last drain, and the pending samples.
     pub fn drain(&mut self) -> (Vec<Measure>, Vec<Measure>) {
-        let mut counters: Vec<Measure> = std::mem::take(&mut self.counters).into_iter().collect();
+        let mut counters = std::mem::take(&mut self.counters);
         for t in &mut self.routes {
             if t.requests > 0 {
                 counters.push((Labelled::RouteRequests(t.name.clone()), t.requests));
@@ -270,11 +279,18 @@ impl LabelledMetrics {
 
     pub fn counter(&self, m: &Labelled) -> u64 {
         let route = |name: &str| self.routes.iter().find(|t| t.name == name);
-        match m {
+        let by_index = match m {
             Labelled::RouteRequests(n) => route(n).map_or(0, |t| t.requests),
             Labelled::RouteErrors(n) => route(n).map_or(0, |t| t.errors),
-            _ => self.counters.get(m).copied().unwrap_or(0),
-        }
+            _ => 0,
+        };
+        by_index
+            + self
+                .counters
+                .binary_search_by(|(k, _)| k.cmp(m))
+                .ok()
+                .and_then(|i| self.counters.get(i))
+                .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -317,8 +333,17 @@ mod labelled_tests {
         m.count(Labelled::RouteRequests("r".into()));
         m.count(Labelled::RouteRequests("r".into()));
         assert_eq!(m.samples_dropped, 10);
+        m.count(Labelled::RouteRequests("a".into()));
+        assert_eq!(m.counter(&Labelled::RouteRequests("r".into())), 2);
+        assert_eq!(m.counter(&Labelled::RouteRequests("x".into())), 0);
         let (c, s) = m.drain();
-        assert_eq!(c, vec![(Labelled::RouteRequests("r".into()), 2)]);
+        assert_eq!(
+            c,
+            vec![
+                (Labelled::RouteRequests("a".into()), 1),
+                (Labelled::RouteRequests("r".into()), 2)
+            ]
+        );
         assert_eq!(s.len(), MAX_PENDING_SAMPLES);
         let (c, s) = m.drain();
         assert!(c.is_empty() && s.is_empty());

@@ -6,8 +6,8 @@
 //! order id are kept), `url.query` ([`Redactor::url_query`]: per parameter) and, at a public edge, the
 //! inbound `baggage` header ([`Redactor::filter_baggage`]).
 //!
-//! The configuration is the `redaction` key of the plugin configuration ([`RawRedaction`], serde, unknown
-//! fields rejected), compiled once by [`Redactor::compile`] into an immutable [`Redactor`]. Everything is
+//! The configuration is the `redaction` key of the plugin configuration ([`RawRedaction`], unknown fields
+//! rejected), compiled once by [`Redactor::compile`] into an immutable [`Redactor`]. Everything is
 //! on by default except the IP detector; `user.id`, `operator.id` and `partner.id` are pseudonymised by
 //! default, so a configuration must give the HMAC key (`redaction.hmac_key`) or turn those off. See
 //! docs/redaction.md for what is removed, what is kept and the known limits.
@@ -21,8 +21,11 @@ use std::fmt;
 
 use hmac::digest::{Key, KeyInit};
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::config::read::{self, Object};
+use crate::config::ConfigError;
+use crate::json::Value;
 
 mod detectors;
 mod keys;
@@ -46,11 +49,10 @@ pub const PSEUDONYM_PREFIX: &str = "h:";
 pub const MIN_HMAC_KEY_BYTES: usize = 16;
 
 // ---------------------------------------------------------------------------------------------
-// Configuration (serde)
+// Configuration
 
 /// What to do with a match (a detector) or a key (`deny_key_action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Detector not run.
     Off,
@@ -63,6 +65,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action with its configuration spelling.
+    pub const ALL: [(&'static str, Action); 4] = [
+        ("off", Action::Off),
+        ("drop", Action::Drop),
+        ("mask", Action::Mask),
+        ("hash", Action::Hash),
+    ];
+
+    /// Reads `"off"`, `"drop"`, `"mask"` or `"hash"`.
+    pub fn from_value(v: Value, path: &str) -> Result<Action, ConfigError> {
+        read::variant(v, path, &Action::ALL)
+    }
+
     /// The configuration spelling.
     pub fn name(self) -> &'static str {
         match self {
@@ -75,8 +90,7 @@ impl Action {
 }
 
 /// `redaction.detectors`: an action per detector. Unset: `mask`, except `ip`: `off`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawDetectors {
     pub email: Option<Action>,
     pub phone: Option<Action>,
@@ -90,6 +104,29 @@ pub struct RawDetectors {
 }
 
 impl RawDetectors {
+    pub fn from_value(v: Value, path: &str) -> Result<RawDetectors, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "email", "phone", "card", "iban", "inn", "snils", "ip", "jwt", "bearer",
+            ],
+        )?;
+        let raw = RawDetectors {
+            email: o.opt("email", Action::from_value)?,
+            phone: o.opt("phone", Action::from_value)?,
+            card: o.opt("card", Action::from_value)?,
+            iban: o.opt("iban", Action::from_value)?,
+            inn: o.opt("inn", Action::from_value)?,
+            snils: o.opt("snils", Action::from_value)?,
+            ip: o.opt("ip", Action::from_value)?,
+            jwt: o.opt("jwt", Action::from_value)?,
+            bearer: o.opt("bearer", Action::from_value)?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+
     fn get(&self, d: Detector) -> Option<Action> {
         match d {
             Detector::Email => self.email,
@@ -114,16 +151,25 @@ pub fn default_action(d: Detector) -> Action {
 }
 
 /// `redaction.baggage`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawBaggage {
     /// Baggage keys kept at a public edge (exact, ASCII case-insensitive). Default: `["order.id"]`.
     pub public_allow: Option<Vec<String>>,
 }
 
+impl RawBaggage {
+    pub fn from_value(v: Value, path: &str) -> Result<RawBaggage, ConfigError> {
+        let mut o = Object::new(v, path, &["public_allow"])?;
+        let raw = RawBaggage {
+            public_allow: o.opt_strings("public_allow")?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+}
+
 /// The `redaction` key of the plugin configuration. Every field is optional.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RawRedaction {
     /// Default true. `false` turns every rule off (and needs no key).
     pub enabled: Option<bool>,
@@ -133,7 +179,6 @@ pub struct RawRedaction {
     pub hmac_key_env: Option<String>,
     /// A file holding the key (native side). A trailing newline is ignored.
     pub hmac_key_file: Option<String>,
-    #[serde(default)]
     pub detectors: RawDetectors,
     /// Added to [`DEFAULT_DENY_KEYS`].
     pub deny_keys: Option<Vec<String>>,
@@ -141,10 +186,8 @@ pub struct RawRedaction {
     pub deny_key_action: Option<Action>,
     /// Added to [`DEFAULT_ALLOW_KEYS`].
     pub allow_keys: Option<Vec<String>>,
-    /// Added to [`DEFAULT_PSEUDONYMISE_KEYS`].
-    #[serde(alias = "pseudonymize_keys")]
+    /// Added to [`DEFAULT_PSEUDONYMISE_KEYS`]. Also spelt `pseudonymize_keys`.
     pub pseudonymise_keys: Option<Vec<String>>,
-    #[serde(default)]
     pub baggage: RawBaggage,
 }
 
@@ -166,6 +209,53 @@ impl fmt::Debug for RawRedaction {
 }
 
 impl RawRedaction {
+    /// Reads the `redaction` object (at `path`); unknown keys are rejected.
+    pub fn from_value(v: Value, path: &str) -> Result<RawRedaction, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "enabled",
+                "hmac_key",
+                "hmac_key_env",
+                "hmac_key_file",
+                "detectors",
+                "deny_keys",
+                "deny_key_action",
+                "allow_keys",
+                "pseudonymise_keys",
+                "pseudonymize_keys",
+                "baggage",
+            ],
+        )?;
+        let raw = RawRedaction {
+            enabled: o.opt_bool("enabled")?,
+            hmac_key: o.opt_string("hmac_key")?,
+            hmac_key_env: o.opt_string("hmac_key_env")?,
+            hmac_key_file: o.opt_string("hmac_key_file")?,
+            detectors: o.or_else("detectors", RawDetectors::default, RawDetectors::from_value)?,
+            deny_keys: o.opt_strings("deny_keys")?,
+            deny_key_action: o.opt("deny_key_action", Action::from_value)?,
+            allow_keys: o.opt_strings("allow_keys")?,
+            pseudonymise_keys: match o.take_aliased("pseudonymise_keys", &["pseudonymize_keys"])? {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(read::strings(v, &o.path_of("pseudonymise_keys"))?),
+            },
+            baggage: o.or_else("baggage", RawBaggage::default, RawBaggage::from_value)?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+
+    /// Parses a JSON `redaction` object alone (tests); errors name `redaction.<field>`.
+    pub fn from_json(bytes: &[u8]) -> Result<RawRedaction, ConfigError> {
+        let v = crate::json::parse(bytes).map_err(|e| ConfigError {
+            field: "redaction".to_string(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        RawRedaction::from_value(v, "redaction")
+    }
+
     /// The defaults with a fixed, public test key. Never use it in a deployment: anyone can recompute its
     /// pseudonyms.
     pub fn default_for_tests() -> RawRedaction {

@@ -1,4 +1,4 @@
-//! The `amqp` section of the plugin configuration: serde into [`RawAmqp`] (unknown keys rejected), then
+//! The `amqp` section of the plugin configuration: read into [`RawAmqp`] (unknown keys rejected), then
 //! compiled once into [`Amqp`]. Errors name the field (`amqp.rules[0].routing_key`).
 //!
 //! ```json
@@ -15,11 +15,9 @@
 //!     {"on": "consume", "queue": "mes.submitted", "order_id": {"header": "x-order-id"}}]}
 //! ```
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
+use crate::config::read::{self, Object};
 use crate::config::ConfigError;
+use crate::json::Value;
 use crate::jsonscan::JsonPointer;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -30,103 +28,164 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw (serde) shape
+// Raw shape: the JSON as written, read by `from_value` (unknown keys rejected, defaults filled in)
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawAmqp {
-    /// Add a `traceparent` header to published messages that have none.
-    #[serde(default = "default_true")]
+    /// Add a `traceparent` header to published messages that have none. Default true.
     pub inject: bool,
-    #[serde(default)]
     pub body: RawAmqpBody,
-    /// Frames larger than this (or than the negotiated frame-max) make the decoder give up.
-    #[serde(default = "default_max_frame_bytes")]
+    /// Frames larger than this (or than the negotiated frame-max) make the decoder give up. Default 1 MiB.
     pub max_frame_bytes: u32,
-    /// Unconfirmed publishes and unacknowledged deliveries tracked per connection.
-    #[serde(default = "default_max_pending")]
+    /// Unconfirmed publishes and unacknowledged deliveries tracked per connection. Default 10000.
     pub max_pending: usize,
-    #[serde(default)]
     pub rules: Vec<RawAmqpRule>,
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_max_frame_bytes() -> u32 {
-    1024 * 1024
-}
-fn default_max_pending() -> usize {
-    10_000
+impl RawAmqp {
+    /// Reads the `amqp` object (at `path`, `amqp` in a plugin configuration); unknown keys are rejected.
+    pub fn from_value(v: Value, path: &str) -> Result<RawAmqp, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &["inject", "body", "max_frame_bytes", "max_pending", "rules"],
+        )?;
+        let raw = RawAmqp {
+            inject: o.bool_or("inject", true)?,
+            body: o.or_else("body", RawAmqpBody::default, RawAmqpBody::from_value)?,
+            max_frame_bytes: o.u32_or("max_frame_bytes", 1024 * 1024)?,
+            max_pending: o.usize_or("max_pending", 10_000)?,
+            rules: o.or_else("rules", Vec::new, |v, path| {
+                read::array(v, path)?
+                    .into_iter()
+                    .map(|(v, path)| RawAmqpRule::from_value(v, &path))
+                    .collect()
+            })?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawAmqpBody {
-    #[serde(default = "default_body_max_bytes")]
+    /// Default 65536.
     pub max_bytes: usize,
 }
 
 impl Default for RawAmqpBody {
     fn default() -> Self {
-        RawAmqpBody {
-            max_bytes: default_body_max_bytes(),
-        }
+        RawAmqpBody { max_bytes: 65536 }
     }
 }
 
-fn default_body_max_bytes() -> usize {
-    65536
+impl RawAmqpBody {
+    pub fn from_value(v: Value, path: &str) -> Result<RawAmqpBody, ConfigError> {
+        let mut o = Object::new(v, path, &["max_bytes"])?;
+        let raw = RawAmqpBody {
+            max_bytes: o.usize_or("max_bytes", RawAmqpBody::default().max_bytes)?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawAmqpRule {
-    #[serde(default)]
     pub name: Option<String>,
     /// `publish`, `consume` or `both` (default).
-    #[serde(default)]
     pub on: Option<String>,
     /// Exact exchange name (`""` is the default exchange); absent matches any.
-    #[serde(default)]
     pub exchange: Option<String>,
     /// A topic pattern (`*` one word, `#` zero or more words); absent matches any.
-    #[serde(default)]
     pub routing_key: Option<String>,
     /// Exact queue name, consume side only; absent matches any.
-    #[serde(default)]
     pub queue: Option<String>,
-    #[serde(default)]
     pub order_id: Option<RawAmqpSource>,
-    #[serde(default)]
     pub status: Option<RawAmqpSource>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, RawAmqpSource>,
+    /// Sorted by name.
+    pub attributes: Vec<(String, RawAmqpSource)>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+impl RawAmqpRule {
+    pub fn from_value(v: Value, path: &str) -> Result<RawAmqpRule, ConfigError> {
+        let mut o = Object::new(
+            v,
+            path,
+            &[
+                "name",
+                "on",
+                "exchange",
+                "routing_key",
+                "queue",
+                "order_id",
+                "status",
+                "attributes",
+            ],
+        )?;
+        let raw = RawAmqpRule {
+            name: o.opt_string("name")?,
+            on: o.opt_string("on")?,
+            exchange: o.opt_string("exchange")?,
+            routing_key: o.opt_string("routing_key")?,
+            queue: o.opt_string("queue")?,
+            order_id: o.opt("order_id", RawAmqpSource::from_value)?,
+            status: o.opt("status", RawAmqpSource::from_value)?,
+            attributes: o.or_else("attributes", Vec::new, |v, path| {
+                read::map(v, path, RawAmqpSource::from_value)
+            })?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
+}
+
+/// A literal string, or exactly one of the keyed sources.
+#[derive(Debug)]
 pub enum RawAmqpSource {
     Literal(String),
     From(RawAmqpFrom),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawAmqpSource {
+    pub fn from_value(v: Value, path: &str) -> Result<RawAmqpSource, ConfigError> {
+        match v {
+            Value::String(s) => Ok(RawAmqpSource::Literal(s)),
+            Value::Object(_) => RawAmqpFrom::from_value(v, path).map(RawAmqpSource::From),
+            other => Err(read::invalid_type(
+                &other,
+                path,
+                "a literal string or an object such as {\"header\": \"x-order-id\"}",
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct RawAmqpFrom {
     /// A message header (headers table key, exact case).
-    #[serde(default)]
     pub header: Option<String>,
     /// A basic property: `message_id`, `correlation_id`, `type`, `app_id`, `user_id`, `reply_to`,
     /// `content_type`.
-    #[serde(default)]
     pub property: Option<String>,
     /// A JSON pointer into the message body.
-    #[serde(default)]
     pub body: Option<String>,
     /// A dot-separated word of the routing key, counted from 0.
-    #[serde(default)]
     pub routing_key_word: Option<usize>,
+}
+
+impl RawAmqpFrom {
+    pub fn from_value(v: Value, path: &str) -> Result<RawAmqpFrom, ConfigError> {
+        let mut o = Object::new(v, path, &["header", "property", "body", "routing_key_word"])?;
+        let raw = RawAmqpFrom {
+            header: o.opt_string("header")?,
+            property: o.opt_string("property")?,
+            body: o.opt_string("body")?,
+            routing_key_word: o.opt_usize("routing_key_word")?,
+        };
+        o.finish()?;
+        Ok(raw)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,20 +292,6 @@ impl AmqpRule {
     }
 }
 
-/// Deserializes the `amqp` section of a parsed configuration; an unknown or mistyped key is reported at its
-/// own path (`amqp.rules[0].color`).
-pub fn raw_from_value(value: serde_json::Value) -> Result<RawAmqp, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "amqp".to_string()
-        } else {
-            format!("amqp.{path}")
-        };
-        err(field, e.into_inner().to_string())
-    })
-}
-
 /// Attributes the AMQP spans set themselves; a rule may not configure them.
 pub const RESERVED: [&str; 4] = [
     "order.id",
@@ -262,9 +307,9 @@ impl Amqp {
     /// Parses and compiles a JSON `amqp` section alone (as tests do); field names in errors start with
     /// `amqp.`.
     pub fn from_json(bytes: &[u8]) -> Result<Amqp, ConfigError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| err("amqp", format!("not valid JSON: {e}")))?;
-        Amqp::compile(&raw_from_value(value)?)
+        let value =
+            crate::json::parse(bytes).map_err(|e| err("amqp", format!("not valid JSON: {e}")))?;
+        Amqp::compile(&RawAmqp::from_value(value, "amqp")?)
     }
 
     pub fn compile(raw: &RawAmqp) -> Result<Amqp, ConfigError> {
@@ -699,6 +744,28 @@ mod tests {
                 "at most",
             ),
             (r#"{"inject":"yes"}"#, "amqp.inject", "invalid type"),
+            (
+                r#"{"rules":[{"order_id":{"routing_key_word":-1}}]}"#,
+                "amqp.rules[0].order_id.routing_key_word",
+                "non-negative",
+            ),
+            (r#"{"rules":{}}"#, "amqp.rules", "expected an array"),
+            (
+                r#"{"max_frame_bytes":5000000000}"#,
+                "amqp.max_frame_bytes",
+                "at most 4294967295",
+            ),
+            (
+                r#"{"rules":[{"status":{"body":"/s","colour":1}}]}"#,
+                "amqp.rules[0].status.colour",
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"rules":[{"status":[]}]}"#,
+                "amqp.rules[0].status",
+                "invalid type: an array",
+            ),
+            (r#"{"inject":true"#, "amqp", "not valid JSON"),
         ];
         for (json, field, msg) in cases {
             match Amqp::from_json(json.as_bytes()) {

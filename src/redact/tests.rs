@@ -15,7 +15,7 @@ use std::cell::Cell;
 use super::*;
 
 fn raw(json: &str) -> RawRedaction {
-    serde_json::from_str(json).unwrap()
+    RawRedaction::from_json(json.as_bytes()).unwrap()
 }
 
 fn with_key(json: &str) -> RawRedaction {
@@ -83,19 +83,64 @@ fn redact_config_disabled_needs_nothing() {
 }
 
 #[test]
-fn redact_config_serde_rejects_unknown() {
-    for (json, why) in [
-        (r#"{"enabeld": true}"#, "misspelt field"),
-        (r#"{"detectors": {"emial": "mask"}}"#, "unknown detector"),
-        (r#"{"detectors": {"email": "blur"}}"#, "unknown action"),
+fn redact_config_rejects_unknown_and_mistyped() {
+    // (json, field, message fragment)
+    for (json, field, msg) in [
+        (
+            r#"{"enabeld": true}"#,
+            "redaction.enabeld",
+            "unknown field `enabeld`",
+        ),
+        (
+            r#"{"detectors": {"emial": "mask"}}"#,
+            "redaction.detectors.emial",
+            "unknown field `emial`",
+        ),
+        (
+            r#"{"detectors": {"email": "blur"}}"#,
+            "redaction.detectors.email",
+            "unknown variant `blur`, expected one of `off`, `drop`, `mask`, `hash`",
+        ),
         (
             r#"{"baggage": {"allow": ["order.id"]}}"#,
-            "unknown baggage field",
+            "redaction.baggage.allow",
+            "unknown field `allow`, expected `public_allow`",
         ),
-        (r#"{"deny_keys": "email"}"#, "list expected"),
+        (
+            r#"{"deny_keys": "email"}"#,
+            "redaction.deny_keys",
+            "expected an array of strings",
+        ),
+        (
+            r#"{"allow_keys": ["a", 1]}"#,
+            "redaction.allow_keys[1]",
+            "invalid type: number 1, expected a string",
+        ),
+        (
+            r#"{"enabled": "no"}"#,
+            "redaction.enabled",
+            "invalid type: string \"no\", expected a boolean",
+        ),
+        (
+            r#"{"detectors": null}"#,
+            "redaction.detectors",
+            "invalid type: null, expected an object",
+        ),
+        (
+            r#"{"pseudonymise_keys": [], "pseudonymize_keys": []}"#,
+            "redaction.pseudonymise_keys",
+            "duplicate field",
+        ),
     ] {
-        assert!(serde_json::from_str::<RawRedaction>(json).is_err(), "{why}");
+        let e = RawRedaction::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(e.field, field, "{json}: {e}");
+        assert!(e.message.contains(msg), "{json}: {e}");
     }
+    // An optional field may be null: not set.
+    assert_eq!(
+        raw(r#"{"hmac_key": null, "deny_keys": null}"#),
+        RawRedaction::default()
+    );
     let r = raw(
         r#"{"pseudonymize_keys": ["customer.id"], "detectors": {"ip": "mask", "email": "hash"}}"#,
     );

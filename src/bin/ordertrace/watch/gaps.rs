@@ -189,8 +189,8 @@ mod tests {
 
     fn lc() -> Lifecycle {
         // The MES edge's transitions: the watch still accepts the whole reference chain.
-        let raw: RawLifecycle = serde_json::from_str(
-            r#"{"transitions":{"PRICE_CALCULATION_STARTED":["PRICE_CALCULATED"]},
+        let raw = RawLifecycle::from_json(
+            br#"{"transitions":{"PRICE_CALCULATION_STARTED":["PRICE_CALCULATED"]},
                 "sla":{"PRICE_CALCULATION_STARTED":"30m"}}"#,
         )
         .unwrap();

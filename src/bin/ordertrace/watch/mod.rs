@@ -99,8 +99,8 @@ pub fn load_lifecycle(bytes: &[u8]) -> Result<(Lifecycle, String), String> {
         .as_object()
         .is_some_and(|o| o.keys().all(|k| k == "lifecycle"));
     let lc = if is_watch_config {
-        let raw: RawLifecycle =
-            serde_json::from_value(section.clone()).map_err(|e| format!("lifecycle: {e}"))?;
+        let raw =
+            RawLifecycle::from_json(section.to_string().as_bytes()).map_err(|e| e.to_string())?;
         Lifecycle::compile(&raw).map_err(|e| e.to_string())?
     } else {
         Config::from_json(bytes)
@@ -111,8 +111,8 @@ pub fn load_lifecycle(bytes: &[u8]) -> Result<(Lifecycle, String), String> {
 }
 
 fn lifecycle_from_meta(json: &str) -> Result<Lifecycle, String> {
-    let raw: RawLifecycle =
-        serde_json::from_str(json).map_err(|e| format!("stored lifecycle: {e}"))?;
+    let raw =
+        RawLifecycle::from_json(json.as_bytes()).map_err(|e| format!("stored lifecycle: {e}"))?;
     Lifecycle::compile(&raw).map_err(|e| format!("stored lifecycle: {e}"))
 }
 
