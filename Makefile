@@ -83,9 +83,9 @@ e2e: setup build ## end-to-end tests against the real Envoy
 	$(CARGO) test --test e2e_envoy
 
 .PHONY: amqp bench-amqp fuzz-amqp
-amqp: setup setup-test wasm ## the AMQP filter: core, split/fuzz tests, real RabbitMQ behind the real Envoy
+amqp: setup setup-test wasm ## the AMQP filter: core, split/fuzz tests (native and the built .wasm), real RabbitMQ behind the real Envoy
 	$(CARGO) test --lib amqp
-	$(CARGO) test --test amqp_spans --test amqp_fuzz --test amqp_broker
+	$(CARGO) test --test amqp_spans --test amqp_fuzz --test amqp_contract --test amqp_broker
 
 bench-amqp: setup setup-test wasm ## AMQP msg/s straight to RabbitMQ, through tcp_proxy, and with the filter (~1 min)
 	CARGO_PROFILE_RELEASE_PANIC=unwind CARGO_TARGET_DIR=target/bench-amqp $(CARGO) test --release --test amqp_broker bench_amqp_throughput -- --ignored --nocapture

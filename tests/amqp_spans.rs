@@ -10,50 +10,11 @@
 mod amqp_support;
 
 use amqp_support::*;
-use ordertrace::amqp::frame::{
-    parse_content_header, Method, Properties, FRAME_HEADER, PROTOCOL_HEADER,
-};
+use ordertrace::amqp::frame::{parse_content_header, Method, Properties, FRAME_HEADER};
 use ordertrace::amqp::table::FieldValue;
 use ordertrace::amqp::Flow;
 use ordertrace::otlp::{Kind, StatusCode};
 use ordertrace::tracecontext::parse_traceparent;
-
-const CFG: &str = r#"{"rules":[
-  {"exchange":"orders","routing_key":"order.submitted","order_id":{"header":"x-order-id"},"status":"SUBMITTED"},
-  {"exchange":"orders","routing_key":"order.price_calculated","order_id":{"body":"/orderId"},"status":"PRICE_CALCULATED",
-   "attributes":{"mes.polygon_count":{"body":"/polygonCount"}}}]}"#;
-
-const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-/// Frames of a client stream: (type, channel, payload).
-fn frames(mut b: &[u8]) -> Vec<(u8, u16, Vec<u8>)> {
-    if b.starts_with(&PROTOCOL_HEADER) {
-        b = &b[8..];
-    }
-    let mut out = Vec::new();
-    while b.len() >= 8 {
-        let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as usize;
-        out.push((
-            b[0],
-            u16::from_be_bytes([b[1], b[2]]),
-            b[7..7 + size].to_vec(),
-        ));
-        assert_eq!(b[7 + size], 0xCE);
-        b = &b[8 + size..];
-    }
-    assert!(b.is_empty(), "trailing bytes");
-    out
-}
-
-fn submitted(order: &str) -> Vec<u8> {
-    publish(
-        1,
-        "orders",
-        "order.submitted",
-        &headers(&[("x-order-id", order)]),
-        br#"{"orderId":"ORD-1001"}"#,
-    )
-}
 
 #[test]
 fn publish_without_confirms_is_a_producer_span_and_gets_a_traceparent() {
@@ -832,91 +793,6 @@ fn what_is_not_amqp_passes_through_untouched() {
     );
 }
 
-/// A session touching every span path, for the split tests.
-fn full_session() -> Vec<Step> {
-    let mut steps = vec![Step::Broker(broker_hello(true))];
-    steps.push(Step::Client(
-        [
-            client_hello(true),
-            m(
-                1,
-                Method::BasicConsume {
-                    queue: "mes.submitted".into(),
-                    consumer_tag: "".into(),
-                    no_ack: false,
-                },
-            ),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::Broker(m(
-        1,
-        Method::BasicConsumeOk {
-            consumer_tag: "amq.ctag-1".into(),
-        },
-    )));
-    steps.push(Step::Client(
-        [
-            submitted("A"),
-            heartbeat(),
-            publish(
-                1,
-                "orders",
-                "order.price_calculated",
-                &Properties::default(),
-                br#"{"orderId":"ORD-2","polygonCount":7}"#,
-            ),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::AdvanceMs(3));
-    steps.push(Step::Broker(
-        [
-            m(
-                1,
-                Method::BasicAck {
-                    delivery_tag: 2,
-                    multiple: true,
-                },
-            ),
-            deliver(
-                1,
-                "amq.ctag-1",
-                1,
-                false,
-                "orders",
-                "order.submitted",
-                &headers(&[("traceparent", TP), ("x-order-id", "ORD-5")]),
-                b"{}",
-            ),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::Client(
-        [
-            m(
-                1,
-                Method::BasicNack {
-                    delivery_tag: 1,
-                    multiple: false,
-                    requeue: true,
-                },
-            ),
-            publish_mandatory(1, "orders", "nowhere", &headers(&[("a", "b")]), b"x"),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::Broker(m(
-        0,
-        Method::ConnectionBlocked {
-            reason: "low on memory".into(),
-        },
-    )));
-    steps.push(Step::Client(submitted("Z")));
-    steps.push(Step::Close);
-    steps
-}
-
 #[test]
 fn frames_split_at_every_byte_boundary_give_the_same_spans_and_bytes() {
     let cfg = config(CFG);
@@ -1017,4 +893,46 @@ fn unreadable_properties_are_counted_and_never_rewritten() {
     assert_eq!(sim.amqp.decode_errors, 1);
     assert_eq!(sim.amqp.inject_skipped, 1);
     assert_eq!(sim.spans.len(), 1);
+}
+
+#[test]
+fn the_wire_session_gives_the_same_spans_and_bytes_at_every_split() {
+    let cfg = config(CFG);
+    let steps = wire_session();
+    let whole = run(&cfg, &steps, Cuts::Whole);
+    let got: Vec<(&str, Option<String>)> = whole
+        .spans
+        .iter()
+        .map(|sp| (sp.name.as_str(), s(sp, "error.type")))
+        .collect();
+    let e = |x: &str| Some(x.to_string());
+    assert_eq!(
+        got,
+        [
+            ("publish orders", None),
+            ("publish orders", None),
+            ("publish orders", None),
+            ("process mes.submitted", None),
+            ("process mes.submitted", e("nack")),
+            ("process mes.submitted", e("reject")),
+            ("publish orders", e("NO_ROUTE")),
+            ("connection.blocked", e("blocked")),
+            ("publish orders", e("unconfirmed")),
+        ]
+    );
+    assert_eq!(whole.amqp.injected, 4);
+    let bytewise = run(&cfg, &steps, Cuts::Bytewise);
+    assert_eq!(bytewise.spans, whole.spans);
+    assert_eq!(bytewise.upstream, whole.upstream);
+    for (i, step) in steps.iter().enumerate() {
+        let len = match step {
+            Step::Client(b) | Step::Broker(b) => b.len(),
+            _ => continue,
+        };
+        for at in 0..=len {
+            let sim = run(&cfg, &steps, Cuts::SplitStep { step: i, at });
+            assert_eq!(sim.spans, whole.spans, "step {i} cut at {at}");
+            assert_eq!(sim.upstream, whole.upstream, "step {i} cut at {at}");
+        }
+    }
 }
