@@ -274,6 +274,7 @@ fn check_whole_run(steps: &[Step], whole: &Observed) {
             ("process mes.submitted", consumer, e("reject")),
             ("publish orders", producer, e("NO_ROUTE")),
             ("connection.blocked", internal, e("blocked")),
+            ("cancel mes.submitted", internal, e("consumer_cancelled")),
             ("publish orders", producer, e("unconfirmed")),
         ]
     );
@@ -290,7 +291,7 @@ fn check_whole_run(steps: &[Step], whole: &Observed) {
     }
     // The injected traceparents name the producer spans that had none: A, the JSON one, nowhere, Z.
     let tp_of = |s: &Span| format!("00-{}-{}-01", hex(&s.trace_id), hex(&s.span_id));
-    let injected: Vec<String> = [0, 1, 6, 8].iter().map(|i| tp_of(&spans[*i])).collect();
+    let injected: Vec<String> = [0, 1, 6, 9].iter().map(|i| tp_of(&spans[*i])).collect();
     assert_eq!(added, injected);
     // A message that carried one continues its trace.
     let incoming = parse_traceparent(TP.as_bytes()).unwrap();
@@ -332,7 +333,11 @@ fn check_whole_run(steps: &[Step], whole: &Observed) {
         attr(&spans[7], "messaging.rabbitmq.blocked.reason").as_deref(),
         Some("low on memory")
     );
-    assert!(spans[8]
+    assert_eq!(
+        attr(&spans[8], "messaging.rabbitmq.consumer_tag").as_deref(),
+        Some("amq.ctag-1")
+    );
+    assert!(spans[9]
         .events
         .iter()
         .any(|e| e.name == "messaging.rabbitmq.connection.blocked"));

@@ -917,6 +917,7 @@ fn the_wire_session_gives_the_same_spans_and_bytes_at_every_split() {
             ("process mes.submitted", e("reject")),
             ("publish orders", e("NO_ROUTE")),
             ("connection.blocked", e("blocked")),
+            ("cancel mes.submitted", e("consumer_cancelled")),
             ("publish orders", e("unconfirmed")),
         ]
     );
@@ -934,5 +935,176 @@ fn the_wire_session_gives_the_same_spans_and_bytes_at_every_split() {
             assert_eq!(sim.spans, whole.spans, "step {i} cut at {at}");
             assert_eq!(sim.upstream, whole.upstream, "step {i} cut at {at}");
         }
+    }
+}
+
+fn tx_steps() -> Vec<Step> {
+    let tx = |method: Method| m(1, method);
+    vec![
+        Step::Broker([broker_hello(false), tx(Method::TxSelectOk)].concat()),
+        Step::Client(
+            [
+                client_hello(false),
+                tx(Method::TxSelect),
+                submitted("A"),
+                submitted("B"),
+                publish_mandatory(1, "orders", "nowhere", &headers(&[]), b"x"),
+                tx(Method::TxCommit),
+            ]
+            .concat(),
+        ),
+        Step::AdvanceMs(4),
+        Step::Broker(
+            [
+                m(
+                    1,
+                    Method::BasicReturn {
+                        reply_code: 312,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: "orders".into(),
+                        routing_key: "nowhere".into(),
+                    },
+                ),
+                ordertrace::amqp::frame::encode_frame(
+                    FRAME_HEADER,
+                    1,
+                    &ordertrace::amqp::frame::encode_content_header(1, &Properties::default()),
+                ),
+                ordertrace::amqp::frame::encode_frame(ordertrace::amqp::frame::FRAME_BODY, 1, b"x"),
+                tx(Method::TxCommitOk),
+            ]
+            .concat(),
+        ),
+        Step::Client([submitted("C"), tx(Method::TxRollback)].concat()),
+        Step::AdvanceMs(2),
+        Step::Broker(tx(Method::TxRollbackOk)),
+        Step::Client(submitted("D")),
+        Step::Close,
+    ]
+}
+
+#[test]
+fn a_transaction_ends_its_publishes_on_commit_ok_or_rollback_ok() {
+    let cfg = config(CFG);
+    let steps = tx_steps();
+    // Nothing ends before the broker answers the commit.
+    let before = run(&cfg, &steps[..3], Cuts::Whole);
+    assert!(before.spans.is_empty(), "{:?}", before.spans);
+
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    let spans = named(&sim.spans, "publish orders");
+    let summary: Vec<(Option<String>, Option<String>, Option<String>)> = spans
+        .iter()
+        .map(|sp| {
+            (
+                s(sp, "order.id").or_else(|| s(sp, "messaging.rabbitmq.destination.routing_key")),
+                s(sp, "messaging.rabbitmq.tx"),
+                s(sp, "error.type"),
+            )
+        })
+        .collect();
+    let o = |x: &str| Some(x.to_string());
+    assert_eq!(
+        summary,
+        [
+            (o("A"), o("commit"), None),
+            (o("B"), o("commit"), None),
+            (o("nowhere"), o("commit"), o("NO_ROUTE")),
+            (o("C"), o("rollback"), o("rolled_back")),
+            (o("D"), o("not_committed"), o("unconfirmed")),
+        ]
+    );
+    // Committed: 4 ms after the publish, the status is set; rolled back: only attempted.
+    assert_eq!(spans[0].end_ns - spans[0].start_ns, 4_000_000);
+    assert_eq!(s(spans[0], "order.status").as_deref(), Some("SUBMITTED"));
+    assert_eq!(spans[3].status, StatusCode::Error);
+    assert_eq!(s(spans[3], "order.status"), None);
+    assert_eq!(
+        s(spans[3], "order.status.attempted").as_deref(),
+        Some("SUBMITTED")
+    );
+    assert_eq!(s(spans[0], "messaging.rabbitmq.confirm"), None);
+    assert_eq!(sim.amqp.unconfirmed, 1);
+    // The same at every cut.
+    for (i, step) in steps.iter().enumerate() {
+        let len = match step {
+            Step::Client(b) | Step::Broker(b) => b.len(),
+            _ => continue,
+        };
+        for at in 0..=len {
+            let cut = run(&cfg, &steps, Cuts::SplitStep { step: i, at });
+            assert_eq!(cut.spans, sim.spans, "step {i} cut at {at}");
+        }
+    }
+}
+
+#[test]
+fn pipelined_commits_end_in_order() {
+    let cfg = config(CFG);
+    let tx = |method: Method| m(1, method);
+    let steps = vec![
+        Step::Client(
+            [
+                client_hello(false),
+                tx(Method::TxSelect),
+                submitted("A"),
+                tx(Method::TxCommit),
+                submitted("B"),
+                tx(Method::TxCommit),
+            ]
+            .concat(),
+        ),
+        Step::Broker(tx(Method::TxCommitOk)),
+    ];
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    assert_eq!(sim.spans.len(), 1);
+    assert_eq!(s(&sim.spans[0], "order.id").as_deref(), Some("A"));
+    let mut steps = steps;
+    steps.push(Step::Broker(tx(Method::TxCommitOk)));
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    assert_eq!(sim.spans.len(), 2);
+    assert_eq!(s(&sim.spans[1], "order.id").as_deref(), Some("B"));
+    assert_eq!(
+        s(&sim.spans[1], "messaging.rabbitmq.tx").as_deref(),
+        Some("commit")
+    );
+}
+
+#[test]
+fn a_consumer_cancelled_by_the_broker_is_an_error_span() {
+    let cfg = config(CFG);
+    let mut steps = consumer_steps(m(
+        1,
+        Method::BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    ));
+    steps.push(Step::Broker(m(
+        1,
+        Method::BasicCancel {
+            consumer_tag: "amq.ctag-1".into(),
+        },
+    )));
+    // The client's own cancel of another consumer is not an error.
+    steps.push(Step::Client(m(
+        1,
+        Method::BasicCancel {
+            consumer_tag: "other".into(),
+        },
+    )));
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    assert_eq!(sim.spans.len(), 2, "{:?}", sim.spans);
+    let c = one(&sim.spans, "cancel mes.submitted");
+    assert_eq!(c.kind, Kind::Internal);
+    assert_eq!(c.status, StatusCode::Error);
+    for (k, v) in [
+        ("error.type", "consumer_cancelled"),
+        ("messaging.system", "rabbitmq"),
+        ("messaging.operation.name", "cancel"),
+        ("messaging.destination.name", "mes.submitted"),
+        ("messaging.rabbitmq.consumer_tag", "amq.ctag-1"),
+    ] {
+        assert_eq!(s(c, k).as_deref(), Some(v), "{k}");
     }
 }

@@ -406,7 +406,8 @@ pub fn full_session() -> Vec<Step> {
 /// publishes (with and without `traceparent`, a JSON body rule, a mandatory message the broker returns)
 /// and consumes (a delivery with `traceparent`, one without, one redelivered), settled with ack, nack
 /// (requeue) and reject; then the broker blocks the connection, one more publish waits for its confirm,
-/// the broker unblocks, and the client goes away before the confirm.
+/// the broker unblocks, cancels the consumer (its queue was deleted), and the client goes away before
+/// the confirm.
 pub fn wire_session() -> Vec<Step> {
     let consume = m(
         1,
@@ -542,6 +543,12 @@ pub fn wire_session() -> Vec<Step> {
         Step::Client(submitted("Z")),
         Step::AdvanceMs(4),
         Step::Broker(m(0, Method::ConnectionUnblocked)),
+        Step::Broker(m(
+            1,
+            Method::BasicCancel {
+                consumer_tag: "amq.ctag-1".into(),
+            },
+        )),
         Step::Close,
     ]
 }
