@@ -847,7 +847,10 @@ fn bench_amqp_throughput() {
         rows[2]["publish_per_s"].as_f64().unwrap() / rows[1]["publish_per_s"].as_f64().unwrap();
     let ratio_c =
         rows[2]["consume_per_s"].as_f64().unwrap() / rows[1]["consume_per_s"].as_f64().unwrap();
-    println!("with filter / without: publish {ratio_p:.3}, consume {ratio_c:.3}");
+    println!(
+        "\nAMQP ratio, Envoy + ordertrace / Envoy tcp_proxy alone (1.0 = no cost): \
+         publish+confirm {ratio_p:.3}, consume+ack {ratio_c:.3}"
+    );
     let exported = rig.envoy.ordertrace_stat("ordertrace_spans_exported");
     let dropped = rig.envoy.ordertrace_stat("ordertrace_spans_dropped");
     println!("spans exported: {exported}, dropped (queue full): {dropped}");
