@@ -446,3 +446,83 @@ fn network_buffers_exist_only_during_their_callback_and_rewrites_replace_the_rea
     assert_eq!(only_traceparents_added(sent, &msg).len(), 1);
     assert!(host.violations().is_empty(), "{:?}", host.violations());
 }
+
+/// Wasm instructions (wasmtime fuel, exact and deterministic) per message through the built filter: a
+/// 1 KiB message published and confirmed, then delivered and acknowledged, both spans exported, as
+/// `make bench-amqp` sends them. Printed for docs/amqp.md; the bound catches a regression.
+#[test]
+fn fuel_per_message() {
+    const N: u64 = 400;
+    let opts = HostOptions {
+        fuel: true,
+        ..options()
+    };
+    let mut host = Host::configured(filter_wasm(), opts, &plugin_config()).unwrap();
+    let c = host.new_connection().unwrap();
+    host.upstream_data(c, &broker_hello(true), false).unwrap();
+    let consume = m(
+        1,
+        ordertrace::amqp::frame::Method::BasicConsume {
+            queue: "mes.submitted".into(),
+            consumer_tag: "c1".into(),
+            no_ack: false,
+        },
+    );
+    host.downstream_data(c, &[client_hello(true), consume].concat(), false)
+        .unwrap();
+    let pad = "p".repeat(1000);
+    let messages: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = (1..=N)
+        .map(|i| {
+            let body = format!(r#"{{"orderId":"ORD-{i}","pad":"{pad}"}}"#);
+            let ack = |tag| {
+                m(
+                    1,
+                    ordertrace::amqp::frame::Method::BasicAck {
+                        delivery_tag: tag,
+                        multiple: false,
+                    },
+                )
+            };
+            (
+                publish(
+                    1,
+                    "orders",
+                    "order.submitted",
+                    &ordertrace::amqp::frame::Properties::default(),
+                    body.as_bytes(),
+                ),
+                ack(i),
+                deliver(
+                    1,
+                    "c1",
+                    i,
+                    false,
+                    "orders",
+                    "order.submitted",
+                    &headers(&[("traceparent", TP)]),
+                    body.as_bytes(),
+                ),
+                ack(i),
+            )
+        })
+        .collect();
+    host.reset_fuel();
+    let mut exported = 0;
+    for (i, (publish, confirm, delivery, ack)) in messages.iter().enumerate() {
+        host.downstream_data(c, publish, false).unwrap();
+        host.upstream_data(c, confirm, false).unwrap();
+        host.upstream_data(c, delivery, false).unwrap();
+        host.downstream_data(c, ack, false).unwrap();
+        if (i + 1) % 100 == 0 {
+            exported += export(&mut host).len();
+        }
+    }
+    let per_message = host.fuel_consumed() / N;
+    assert_eq!(exported as u64, 2 * N);
+    assert_eq!(host.counter("ordertrace_amqp_injected"), Some(N as i64));
+    eprintln!("wasm instructions per message (publish+confirm, deliver+ack, 2 spans exported): {per_message}");
+    assert!(
+        per_message < 400_000,
+        "{per_message} instructions per message"
+    );
+}

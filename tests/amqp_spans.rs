@@ -1108,3 +1108,97 @@ fn a_consumer_cancelled_by_the_broker_is_an_error_span() {
         assert_eq!(s(c, k).as_deref(), Some(v), "{k}");
     }
 }
+
+/// The per-message path of the filter outside Envoy: the core (`amqp::sim`) plus what the glue does with
+/// every finished span (redaction and OTLP encoding), for 1 KiB messages published with confirms and
+/// consumed with acks, as `make bench-amqp` sends them. Prints ns per message; run it under a profiler:
+/// `cargo test --release --test amqp_spans per_message_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "profiling: run by hand"]
+fn per_message_cost() {
+    use std::time::Instant;
+    let n: u64 = std::env::var("AMQP_PROFILE_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let plugin = format!(
+        r#"{{"service":"crm-api","collector":{{"cluster":"otlp_collector"}},
+            "redaction":{{"hmac_key":"profile-key-not-a-secret"}},"amqp":{}}}"#,
+        r#"{"rules":[{"exchange":"orders","routing_key":"order.submitted","order_id":{"body":"/orderId"}}]}"#
+    );
+    let config = ordertrace::config::Config::from_json(plugin.as_bytes()).unwrap();
+    let mut sim = ordertrace::amqp::sim::Sim::new(config.amqp.clone().unwrap());
+    sim.broker(&broker_hello(true));
+    sim.client(&client_hello(true), false);
+    sim.client(
+        &m(
+            1,
+            Method::BasicConsume {
+                queue: "mes.submitted".into(),
+                consumer_tag: "c1".into(),
+                no_ack: false,
+            },
+        ),
+        false,
+    );
+    sim.broker(&m(
+        1,
+        Method::BasicConsumeOk {
+            consumer_tag: "c1".into(),
+        },
+    ));
+    let pad = "p".repeat(1000);
+    let mut encoded = 0usize;
+    let started = Instant::now();
+    for i in 1..=n {
+        let body = format!(r#"{{"orderId":"ORD-{i}","pad":"{pad}"}}"#);
+        sim.client(
+            &publish(
+                1,
+                "orders",
+                "order.submitted",
+                &Properties::default(),
+                body.as_bytes(),
+            ),
+            false,
+        );
+        sim.broker(&m(
+            1,
+            Method::BasicAck {
+                delivery_tag: i,
+                multiple: false,
+            },
+        ));
+        sim.broker(&deliver(
+            1,
+            "c1",
+            i,
+            false,
+            "orders",
+            "order.submitted",
+            &headers(&[("traceparent", TP)]),
+            body.as_bytes(),
+        ));
+        sim.client(
+            &m(
+                1,
+                Method::BasicAck {
+                    delivery_tag: i,
+                    multiple: false,
+                },
+            ),
+            false,
+        );
+        for span in sim.take_spans() {
+            encoded += ordertrace::otlp::encode_span(&config.redactor, span).len();
+        }
+        sim.upstream.clear();
+        sim.downstream.clear();
+    }
+    let per = started.elapsed().as_nanos() as f64 / n as f64;
+    eprintln!(
+        "{n} messages published+confirmed and delivered+acked: {per:.0} ns per message (both spans), {} bytes of OTLP per message",
+        encoded as u64 / n
+    );
+    assert_eq!(sim.amqp.injected, n);
+}
