@@ -9,8 +9,11 @@
     clippy::indexing_slicing
 )]
 
+mod amqp_support;
 #[path = "amqp_support/rabbit.rs"]
 mod rabbit;
+#[path = "amqp_support/raw.rs"]
+mod raw;
 mod support;
 
 use std::fs;
@@ -23,7 +26,9 @@ use amiquip::{
     ExchangeDeclareOptions, ExchangeType, FieldTable, Publish, QueueDeclareOptions,
 };
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use ordertrace::amqp::frame::{Method, Properties};
 use rabbit::Rabbit;
+use raw::RawClient;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -502,6 +507,102 @@ fn disk_alarm_and_broker_restart_through_envoy() {
     let _ = conn.close();
 }
 
+#[test]
+fn transactions_and_a_consumer_cancelled_by_the_broker_through_envoy() {
+    let rig = Rig::start();
+    let mut conn = rig.connect();
+    let ch = conn.open_channel(None).unwrap();
+    declare(&ch);
+    ch.queue_purge("mes.submitted").unwrap();
+
+    // Transactions (amiquip has none: a raw client). Two publishes committed, one rolled back, one left
+    // open when the connection closes.
+    let order = |id: &str| {
+        amqp_support::publish(
+            1,
+            "orders",
+            "order.submitted",
+            &Properties::default(),
+            format!(r#"{{"orderId":"{id}"}}"#).as_bytes(),
+        )
+    };
+    let mut raw = RawClient::open(rig.listener);
+    raw.method(1, Method::TxSelect);
+    raw.expect(1, |m| matches!(m, Method::TxSelectOk));
+    raw.send(&[order("ORD-40"), order("ORD-41")].concat());
+    raw.method(1, Method::TxCommit);
+    raw.expect(1, |m| matches!(m, Method::TxCommitOk));
+    raw.send(&order("ORD-42"));
+    raw.method(1, Method::TxRollback);
+    raw.expect(1, |m| matches!(m, Method::TxRollbackOk));
+    raw.send(&order("ORD-43"));
+    raw.close();
+
+    for id in ["ORD-40", "ORD-41"] {
+        let s = rig.span("publish orders", id);
+        assert_ne!(s.status_code(), STATUS_ERROR, "{}", s.describe());
+        assert_eq!(
+            s.attr_str("messaging.rabbitmq.tx").as_deref(),
+            Some("commit")
+        );
+    }
+    let rolled_back = rig.span("publish orders", "ORD-42");
+    assert_eq!(rolled_back.status_code(), STATUS_ERROR);
+    assert_eq!(
+        rolled_back.attr_str("error.type").as_deref(),
+        Some("rolled_back")
+    );
+    let open = rig.span("publish orders", "ORD-43");
+    assert_eq!(open.attr_str("error.type").as_deref(), Some("unconfirmed"));
+    assert_eq!(
+        open.attr_str("messaging.rabbitmq.tx").as_deref(),
+        Some("not_committed")
+    );
+    // What the spans say is what the broker did: only the committed messages are in the queue, and
+    // they carry the injected traceparent.
+    let q = ch
+        .queue_declare("mes.submitted", QueueDeclareOptions::default())
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(g) = q.get(true).unwrap() {
+        assert!(header_str(&g.delivery.properties, "traceparent").is_some());
+        got.push(String::from_utf8(g.delivery.body).unwrap());
+    }
+    assert_eq!(got, [r#"{"orderId":"ORD-40"}"#, r#"{"orderId":"ORD-41"}"#]);
+
+    // A consumer whose queue is deleted: the broker sends basic.cancel (amiquip announces
+    // consumer_cancel_notify), the filter reports it.
+    let mut conn2 = rig.connect();
+    let ch2 = conn2.open_channel(None).unwrap();
+    let doomed = ch2
+        .queue_declare("crm.doomed", QueueDeclareOptions::default())
+        .unwrap();
+    let consumer = doomed.consume(ConsumerOptions::default()).unwrap();
+    ch.queue_delete("crm.doomed", Default::default()).unwrap();
+    match consumer.receiver().recv_timeout(WAIT) {
+        Ok(ConsumerMessage::ServerCancelled) => {}
+        other => panic!("expected the broker to cancel the consumer, got {other:?}"),
+    }
+    let cancel = rig
+        .otlp
+        .wait_for_span(WAIT, |s| s.name() == "cancel crm.doomed");
+    assert_eq!(cancel.status_code(), STATUS_ERROR);
+    assert_eq!(
+        cancel.attr_str("error.type").as_deref(),
+        Some("consumer_cancelled")
+    );
+    assert_eq!(
+        cancel.attr_str("messaging.destination.name").as_deref(),
+        Some("crm.doomed")
+    );
+    assert!(cancel
+        .attr_str("messaging.rabbitmq.consumer_tag")
+        .is_some_and(|t| t.starts_with("amq.ctag")));
+    drop(consumer);
+    let _ = conn2.close();
+    let _ = conn.close();
+}
+
 /// Regenerates `fuzz/corpus/` from a real broker: a recording TCP relay between amiquip and RabbitMQ
 /// (`cargo test --test amqp_broker capture_fuzz_corpus -- --ignored`). Each file is a sequence of reads:
 /// `C|B` (client or broker), a u32 big-endian length, the bytes.
@@ -746,7 +847,10 @@ fn bench_amqp_throughput() {
         rows[2]["publish_per_s"].as_f64().unwrap() / rows[1]["publish_per_s"].as_f64().unwrap();
     let ratio_c =
         rows[2]["consume_per_s"].as_f64().unwrap() / rows[1]["consume_per_s"].as_f64().unwrap();
-    println!("with filter / without: publish {ratio_p:.3}, consume {ratio_c:.3}");
+    println!(
+        "\nAMQP ratio, Envoy + ordertrace / Envoy tcp_proxy alone (1.0 = no cost): \
+         publish+confirm {ratio_p:.3}, consume+ack {ratio_c:.3}"
+    );
     let exported = rig.envoy.ordertrace_stat("ordertrace_spans_exported");
     let dropped = rig.envoy.ordertrace_stat("ordertrace_spans_dropped");
     println!("spans exported: {exported}, dropped (queue full): {dropped}");

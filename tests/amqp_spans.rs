@@ -10,50 +10,11 @@
 mod amqp_support;
 
 use amqp_support::*;
-use ordertrace::amqp::frame::{
-    parse_content_header, Method, Properties, FRAME_HEADER, PROTOCOL_HEADER,
-};
+use ordertrace::amqp::frame::{parse_content_header, Method, Properties, FRAME_HEADER};
 use ordertrace::amqp::table::FieldValue;
 use ordertrace::amqp::Flow;
 use ordertrace::otlp::{Kind, StatusCode};
 use ordertrace::tracecontext::parse_traceparent;
-
-const CFG: &str = r#"{"rules":[
-  {"exchange":"orders","routing_key":"order.submitted","order_id":{"header":"x-order-id"},"status":"SUBMITTED"},
-  {"exchange":"orders","routing_key":"order.price_calculated","order_id":{"body":"/orderId"},"status":"PRICE_CALCULATED",
-   "attributes":{"mes.polygon_count":{"body":"/polygonCount"}}}]}"#;
-
-const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-/// Frames of a client stream: (type, channel, payload).
-fn frames(mut b: &[u8]) -> Vec<(u8, u16, Vec<u8>)> {
-    if b.starts_with(&PROTOCOL_HEADER) {
-        b = &b[8..];
-    }
-    let mut out = Vec::new();
-    while b.len() >= 8 {
-        let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as usize;
-        out.push((
-            b[0],
-            u16::from_be_bytes([b[1], b[2]]),
-            b[7..7 + size].to_vec(),
-        ));
-        assert_eq!(b[7 + size], 0xCE);
-        b = &b[8 + size..];
-    }
-    assert!(b.is_empty(), "trailing bytes");
-    out
-}
-
-fn submitted(order: &str) -> Vec<u8> {
-    publish(
-        1,
-        "orders",
-        "order.submitted",
-        &headers(&[("x-order-id", order)]),
-        br#"{"orderId":"ORD-1001"}"#,
-    )
-}
 
 #[test]
 fn publish_without_confirms_is_a_producer_span_and_gets_a_traceparent() {
@@ -832,91 +793,6 @@ fn what_is_not_amqp_passes_through_untouched() {
     );
 }
 
-/// A session touching every span path, for the split tests.
-fn full_session() -> Vec<Step> {
-    let mut steps = vec![Step::Broker(broker_hello(true))];
-    steps.push(Step::Client(
-        [
-            client_hello(true),
-            m(
-                1,
-                Method::BasicConsume {
-                    queue: "mes.submitted".into(),
-                    consumer_tag: "".into(),
-                    no_ack: false,
-                },
-            ),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::Broker(m(
-        1,
-        Method::BasicConsumeOk {
-            consumer_tag: "amq.ctag-1".into(),
-        },
-    )));
-    steps.push(Step::Client(
-        [
-            submitted("A"),
-            heartbeat(),
-            publish(
-                1,
-                "orders",
-                "order.price_calculated",
-                &Properties::default(),
-                br#"{"orderId":"ORD-2","polygonCount":7}"#,
-            ),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::AdvanceMs(3));
-    steps.push(Step::Broker(
-        [
-            m(
-                1,
-                Method::BasicAck {
-                    delivery_tag: 2,
-                    multiple: true,
-                },
-            ),
-            deliver(
-                1,
-                "amq.ctag-1",
-                1,
-                false,
-                "orders",
-                "order.submitted",
-                &headers(&[("traceparent", TP), ("x-order-id", "ORD-5")]),
-                b"{}",
-            ),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::Client(
-        [
-            m(
-                1,
-                Method::BasicNack {
-                    delivery_tag: 1,
-                    multiple: false,
-                    requeue: true,
-                },
-            ),
-            publish_mandatory(1, "orders", "nowhere", &headers(&[("a", "b")]), b"x"),
-        ]
-        .concat(),
-    ));
-    steps.push(Step::Broker(m(
-        0,
-        Method::ConnectionBlocked {
-            reason: "low on memory".into(),
-        },
-    )));
-    steps.push(Step::Client(submitted("Z")));
-    steps.push(Step::Close);
-    steps
-}
-
 #[test]
 fn frames_split_at_every_byte_boundary_give_the_same_spans_and_bytes() {
     let cfg = config(CFG);
@@ -1017,4 +893,312 @@ fn unreadable_properties_are_counted_and_never_rewritten() {
     assert_eq!(sim.amqp.decode_errors, 1);
     assert_eq!(sim.amqp.inject_skipped, 1);
     assert_eq!(sim.spans.len(), 1);
+}
+
+#[test]
+fn the_wire_session_gives_the_same_spans_and_bytes_at_every_split() {
+    let cfg = config(CFG);
+    let steps = wire_session();
+    let whole = run(&cfg, &steps, Cuts::Whole);
+    let got: Vec<(&str, Option<String>)> = whole
+        .spans
+        .iter()
+        .map(|sp| (sp.name.as_str(), s(sp, "error.type")))
+        .collect();
+    let e = |x: &str| Some(x.to_string());
+    assert_eq!(
+        got,
+        [
+            ("publish orders", None),
+            ("publish orders", None),
+            ("publish orders", None),
+            ("process mes.submitted", None),
+            ("process mes.submitted", e("nack")),
+            ("process mes.submitted", e("reject")),
+            ("publish orders", e("NO_ROUTE")),
+            ("connection.blocked", e("blocked")),
+            ("cancel mes.submitted", e("consumer_cancelled")),
+            ("publish orders", e("unconfirmed")),
+        ]
+    );
+    assert_eq!(whole.amqp.injected, 4);
+    let bytewise = run(&cfg, &steps, Cuts::Bytewise);
+    assert_eq!(bytewise.spans, whole.spans);
+    assert_eq!(bytewise.upstream, whole.upstream);
+    for (i, step) in steps.iter().enumerate() {
+        let len = match step {
+            Step::Client(b) | Step::Broker(b) => b.len(),
+            _ => continue,
+        };
+        for at in 0..=len {
+            let sim = run(&cfg, &steps, Cuts::SplitStep { step: i, at });
+            assert_eq!(sim.spans, whole.spans, "step {i} cut at {at}");
+            assert_eq!(sim.upstream, whole.upstream, "step {i} cut at {at}");
+        }
+    }
+}
+
+fn tx_steps() -> Vec<Step> {
+    let tx = |method: Method| m(1, method);
+    vec![
+        Step::Broker([broker_hello(false), tx(Method::TxSelectOk)].concat()),
+        Step::Client(
+            [
+                client_hello(false),
+                tx(Method::TxSelect),
+                submitted("A"),
+                submitted("B"),
+                publish_mandatory(1, "orders", "nowhere", &headers(&[]), b"x"),
+                tx(Method::TxCommit),
+            ]
+            .concat(),
+        ),
+        Step::AdvanceMs(4),
+        Step::Broker(
+            [
+                m(
+                    1,
+                    Method::BasicReturn {
+                        reply_code: 312,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: "orders".into(),
+                        routing_key: "nowhere".into(),
+                    },
+                ),
+                ordertrace::amqp::frame::encode_frame(
+                    FRAME_HEADER,
+                    1,
+                    &ordertrace::amqp::frame::encode_content_header(1, &Properties::default()),
+                ),
+                ordertrace::amqp::frame::encode_frame(ordertrace::amqp::frame::FRAME_BODY, 1, b"x"),
+                tx(Method::TxCommitOk),
+            ]
+            .concat(),
+        ),
+        Step::Client([submitted("C"), tx(Method::TxRollback)].concat()),
+        Step::AdvanceMs(2),
+        Step::Broker(tx(Method::TxRollbackOk)),
+        Step::Client(submitted("D")),
+        Step::Close,
+    ]
+}
+
+#[test]
+fn a_transaction_ends_its_publishes_on_commit_ok_or_rollback_ok() {
+    let cfg = config(CFG);
+    let steps = tx_steps();
+    // Nothing ends before the broker answers the commit.
+    let before = run(&cfg, &steps[..3], Cuts::Whole);
+    assert!(before.spans.is_empty(), "{:?}", before.spans);
+
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    let spans = named(&sim.spans, "publish orders");
+    let summary: Vec<(Option<String>, Option<String>, Option<String>)> = spans
+        .iter()
+        .map(|sp| {
+            (
+                s(sp, "order.id").or_else(|| s(sp, "messaging.rabbitmq.destination.routing_key")),
+                s(sp, "messaging.rabbitmq.tx"),
+                s(sp, "error.type"),
+            )
+        })
+        .collect();
+    let o = |x: &str| Some(x.to_string());
+    assert_eq!(
+        summary,
+        [
+            (o("A"), o("commit"), None),
+            (o("B"), o("commit"), None),
+            (o("nowhere"), o("commit"), o("NO_ROUTE")),
+            (o("C"), o("rollback"), o("rolled_back")),
+            (o("D"), o("not_committed"), o("unconfirmed")),
+        ]
+    );
+    // Committed: 4 ms after the publish, the status is set; rolled back: only attempted.
+    assert_eq!(spans[0].end_ns - spans[0].start_ns, 4_000_000);
+    assert_eq!(s(spans[0], "order.status").as_deref(), Some("SUBMITTED"));
+    assert_eq!(spans[3].status, StatusCode::Error);
+    assert_eq!(s(spans[3], "order.status"), None);
+    assert_eq!(
+        s(spans[3], "order.status.attempted").as_deref(),
+        Some("SUBMITTED")
+    );
+    assert_eq!(s(spans[0], "messaging.rabbitmq.confirm"), None);
+    assert_eq!(sim.amqp.unconfirmed, 1);
+    // The same at every cut.
+    for (i, step) in steps.iter().enumerate() {
+        let len = match step {
+            Step::Client(b) | Step::Broker(b) => b.len(),
+            _ => continue,
+        };
+        for at in 0..=len {
+            let cut = run(&cfg, &steps, Cuts::SplitStep { step: i, at });
+            assert_eq!(cut.spans, sim.spans, "step {i} cut at {at}");
+        }
+    }
+}
+
+#[test]
+fn pipelined_commits_end_in_order() {
+    let cfg = config(CFG);
+    let tx = |method: Method| m(1, method);
+    let steps = vec![
+        Step::Client(
+            [
+                client_hello(false),
+                tx(Method::TxSelect),
+                submitted("A"),
+                tx(Method::TxCommit),
+                submitted("B"),
+                tx(Method::TxCommit),
+            ]
+            .concat(),
+        ),
+        Step::Broker(tx(Method::TxCommitOk)),
+    ];
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    assert_eq!(sim.spans.len(), 1);
+    assert_eq!(s(&sim.spans[0], "order.id").as_deref(), Some("A"));
+    let mut steps = steps;
+    steps.push(Step::Broker(tx(Method::TxCommitOk)));
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    assert_eq!(sim.spans.len(), 2);
+    assert_eq!(s(&sim.spans[1], "order.id").as_deref(), Some("B"));
+    assert_eq!(
+        s(&sim.spans[1], "messaging.rabbitmq.tx").as_deref(),
+        Some("commit")
+    );
+}
+
+#[test]
+fn a_consumer_cancelled_by_the_broker_is_an_error_span() {
+    let cfg = config(CFG);
+    let mut steps = consumer_steps(m(
+        1,
+        Method::BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    ));
+    steps.push(Step::Broker(m(
+        1,
+        Method::BasicCancel {
+            consumer_tag: "amq.ctag-1".into(),
+        },
+    )));
+    // The client's own cancel of another consumer is not an error.
+    steps.push(Step::Client(m(
+        1,
+        Method::BasicCancel {
+            consumer_tag: "other".into(),
+        },
+    )));
+    let sim = run(&cfg, &steps, Cuts::Whole);
+    assert_eq!(sim.spans.len(), 2, "{:?}", sim.spans);
+    let c = one(&sim.spans, "cancel mes.submitted");
+    assert_eq!(c.kind, Kind::Internal);
+    assert_eq!(c.status, StatusCode::Error);
+    for (k, v) in [
+        ("error.type", "consumer_cancelled"),
+        ("messaging.system", "rabbitmq"),
+        ("messaging.operation.name", "cancel"),
+        ("messaging.destination.name", "mes.submitted"),
+        ("messaging.rabbitmq.consumer_tag", "amq.ctag-1"),
+    ] {
+        assert_eq!(s(c, k).as_deref(), Some(v), "{k}");
+    }
+}
+
+/// The per-message path of the filter outside Envoy: the core (`amqp::sim`) plus what the glue does with
+/// every finished span (redaction and OTLP encoding), for 1 KiB messages published with confirms and
+/// consumed with acks, as `make bench-amqp` sends them. Prints ns per message; run it under a profiler:
+/// `cargo test --release --test amqp_spans per_message_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "profiling: run by hand"]
+fn per_message_cost() {
+    use std::time::Instant;
+    let n: u64 = std::env::var("AMQP_PROFILE_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let plugin = format!(
+        r#"{{"service":"crm-api","collector":{{"cluster":"otlp_collector"}},
+            "redaction":{{"hmac_key":"profile-key-not-a-secret"}},"amqp":{}}}"#,
+        r#"{"rules":[{"exchange":"orders","routing_key":"order.submitted","order_id":{"body":"/orderId"}}]}"#
+    );
+    let config = ordertrace::config::Config::from_json(plugin.as_bytes()).unwrap();
+    let mut sim = ordertrace::amqp::sim::Sim::new(config.amqp.clone().unwrap());
+    sim.broker(&broker_hello(true));
+    sim.client(&client_hello(true), false);
+    sim.client(
+        &m(
+            1,
+            Method::BasicConsume {
+                queue: "mes.submitted".into(),
+                consumer_tag: "c1".into(),
+                no_ack: false,
+            },
+        ),
+        false,
+    );
+    sim.broker(&m(
+        1,
+        Method::BasicConsumeOk {
+            consumer_tag: "c1".into(),
+        },
+    ));
+    let pad = "p".repeat(1000);
+    let mut encoded = 0usize;
+    let started = Instant::now();
+    for i in 1..=n {
+        let body = format!(r#"{{"orderId":"ORD-{i}","pad":"{pad}"}}"#);
+        sim.client(
+            &publish(
+                1,
+                "orders",
+                "order.submitted",
+                &Properties::default(),
+                body.as_bytes(),
+            ),
+            false,
+        );
+        sim.broker(&m(
+            1,
+            Method::BasicAck {
+                delivery_tag: i,
+                multiple: false,
+            },
+        ));
+        sim.broker(&deliver(
+            1,
+            "c1",
+            i,
+            false,
+            "orders",
+            "order.submitted",
+            &headers(&[("traceparent", TP)]),
+            body.as_bytes(),
+        ));
+        sim.client(
+            &m(
+                1,
+                Method::BasicAck {
+                    delivery_tag: i,
+                    multiple: false,
+                },
+            ),
+            false,
+        );
+        for span in sim.take_spans() {
+            encoded += ordertrace::otlp::encode_span(&config.redactor, span).len();
+        }
+        sim.upstream.clear();
+        sim.downstream.clear();
+    }
+    let per = started.elapsed().as_nanos() as f64 / n as f64;
+    eprintln!(
+        "{n} messages published+confirmed and delivered+acked: {per:.0} ns per message (both spans), {} bytes of OTLP per message",
+        encoded as u64 / n
+    );
+    assert_eq!(sim.amqp.injected, n);
 }

@@ -90,6 +90,9 @@ struct Publish {
     routing_key: String,
     mandatory: bool,
     props: Option<Properties>,
+    /// On a channel in tx mode: `Some(0)` until a `tx.commit` / `tx.rollback` takes it, then the number
+    /// of that commit or rollback. `None` outside transactions.
+    tx: Option<u64>,
 }
 
 struct Delivery {
@@ -113,6 +116,12 @@ struct Returned {
 #[derive(Default)]
 struct Channel {
     confirm: bool,
+    /// `tx.select` was sent: publishes wait for `tx.commit-ok` / `tx.rollback-ok` (in `unconfirmed`).
+    tx: bool,
+    /// Commits and rollbacks sent: the last number given out, and those awaiting their `-ok` (number,
+    /// true for a commit).
+    tx_sent: u64,
+    tx_waiting: VecDeque<(u64, bool)>,
     publish_seq: u64,
     publishing: Option<Publish>,
     unconfirmed: VecDeque<Publish>,
@@ -472,6 +481,29 @@ impl Connection {
                     ch.confirm = true;
                 }
             }
+            Method::TxSelect => {
+                if let Some(ch) = self.channel(channel) {
+                    ch.tx = true;
+                }
+            }
+            Method::TxCommit | Method::TxRollback => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    if ch.tx && ch.tx_waiting.len() < 256 {
+                        ch.tx_sent += 1;
+                        let n = ch.tx_sent;
+                        for p in ch.unconfirmed.iter_mut().filter(|p| p.tx == Some(0)) {
+                            p.tx = Some(n);
+                        }
+                        ch.tx_waiting
+                            .push_back((n, matches!(method, Method::TxCommit)));
+                    }
+                }
+            }
+            Method::BasicCancel { consumer_tag } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.consumers.remove(&consumer_tag);
+                }
+            }
             Method::BasicConsume {
                 queue,
                 consumer_tag,
@@ -609,6 +641,7 @@ impl Connection {
             routing_key: p.routing_key,
             mandatory: p.mandatory,
             props,
+            tx: None,
         };
         if let Some(ch) = self.channel(p.channel) {
             ch.publishing = Some(publish);
@@ -661,12 +694,15 @@ impl Connection {
         };
         apply_rule(&mut p.msg, env, &key, p.props.as_ref(), prefix, body_size);
         ch.last_publish = Some(p.msg.context());
-        if !ch.confirm {
+        if ch.confirm {
+            ch.publish_seq += 1;
+            p.seq = ch.publish_seq;
+        } else if ch.tx {
+            p.tx = Some(0);
+        } else {
             push(env, p.msg.finish(env.now_ns, Outcome::Ok));
             return;
         }
-        ch.publish_seq += 1;
-        p.seq = ch.publish_seq;
         if ch.unconfirmed.len() >= max_pending {
             env.amqp.pending_overflow += 1;
             p.msg.str_attr("messaging.rabbitmq.confirm", "untracked");
@@ -926,6 +962,10 @@ impl Connection {
                     ch.pending_get.pop_front();
                 }
             }
+            Method::TxCommitOk | Method::TxRollbackOk => self.tx_done(channel, env),
+            Method::BasicCancel { consumer_tag } => {
+                self.consumer_cancelled(channel, consumer_tag, env)
+            }
             Method::BasicAck {
                 delivery_tag,
                 multiple,
@@ -937,6 +977,71 @@ impl Connection {
             } => self.confirm(channel, delivery_tag, multiple, false, env),
             _ => {}
         }
+    }
+
+    /// `tx.commit-ok` / `tx.rollback-ok`: the publishes of the oldest commit or rollback end, published
+    /// (ok) or not (error `rolled_back`). The `-ok` answers them in order (AMQP: synchronous methods).
+    fn tx_done<R: RandomSource>(&mut self, channel: u16, env: &mut Env<'_, R>) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some((n, commit)) = ch.tx_waiting.pop_front() else {
+            return;
+        };
+        let (done, kept): (Vec<Publish>, Vec<Publish>) =
+            ch.unconfirmed.drain(..).partition(|p| p.tx == Some(n));
+        ch.unconfirmed = kept.into();
+        for p in done {
+            let mut m = p.msg;
+            let outcome = if commit {
+                m.str_attr("messaging.rabbitmq.tx", "commit");
+                Outcome::Ok
+            } else {
+                m.str_attr("messaging.rabbitmq.tx", "rollback");
+                Outcome::Error {
+                    kind: "rolled_back".into(),
+                    message: "the transaction was rolled back: the message was not published"
+                        .into(),
+                }
+            };
+            push(env, m.finish(env.now_ns, outcome));
+        }
+    }
+
+    /// A `basic.cancel` from the broker: the consumer is gone (its queue was deleted, or the node that
+    /// held it went down). An error span naming the consumer and its queue.
+    fn consumer_cancelled<R: RandomSource>(
+        &mut self,
+        channel: u16,
+        consumer_tag: String,
+        env: &mut Env<'_, R>,
+    ) {
+        let queue = self
+            .channels
+            .get_mut(&channel)
+            .and_then(|ch| ch.consumers.remove(&consumer_tag))
+            .map(|(q, _)| q);
+        let name = match &queue {
+            Some(q) if !q.is_empty() => format!("cancel {q}"),
+            _ => "cancel".to_string(),
+        };
+        let mut m = self.standalone(&name, None, env);
+        m.str_attr("messaging.operation.name", "cancel");
+        if let Some(q) = queue.as_deref().filter(|q| !q.is_empty()) {
+            m.str_attr("messaging.destination.name", q);
+        }
+        m.str_attr("messaging.rabbitmq.consumer_tag", &consumer_tag);
+        push(
+            env,
+            m.finish(
+                env.now_ns,
+                Outcome::Error {
+                    kind: "consumer_cancelled".into(),
+                    message: "the broker cancelled the consumer (queue deleted or unavailable)"
+                        .into(),
+                },
+            ),
+        );
     }
 
     fn confirm<R: RandomSource>(
@@ -954,11 +1059,15 @@ impl Connection {
             let (settled, kept): (Vec<Publish>, Vec<Publish>) = ch
                 .unconfirmed
                 .drain(..)
-                .partition(|p| tag == 0 || p.seq <= tag);
+                .partition(|p| p.tx.is_none() && (tag == 0 || p.seq <= tag));
             ch.unconfirmed = kept.into();
             settled
         } else {
-            match ch.unconfirmed.iter().position(|p| p.seq == tag) {
+            match ch
+                .unconfirmed
+                .iter()
+                .position(|p| p.tx.is_none() && p.seq == tag)
+            {
                 Some(i) => ch.unconfirmed.remove(i).into_iter().collect(),
                 None => Vec::new(),
             }
@@ -1259,7 +1368,11 @@ fn finish_channel<R: RandomSource>(ch: Channel, env: &mut Env<'_, R>, kind: &str
     for p in publishes {
         env.amqp.unconfirmed += 1;
         let mut m = p.msg;
-        m.str_attr("messaging.rabbitmq.confirm", "none");
+        if p.tx.is_some() {
+            m.str_attr("messaging.rabbitmq.tx", "not_committed");
+        } else {
+            m.str_attr("messaging.rabbitmq.confirm", "none");
+        }
         push(
             env,
             m.finish(

@@ -163,6 +163,13 @@ pub enum Method {
         nowait: bool,
     },
     ConfirmSelectOk,
+    /// `tx.select` … `tx.rollback-ok`: no arguments.
+    TxSelect,
+    TxSelectOk,
+    TxCommit,
+    TxCommitOk,
+    TxRollback,
+    TxRollbackOk,
     Other {
         class_id: u16,
         method_id: u16,
@@ -225,6 +232,12 @@ impl Method {
             Method::BasicNack { .. } => (60, 120),
             Method::ConfirmSelect { .. } => (85, 10),
             Method::ConfirmSelectOk => (85, 11),
+            Method::TxSelect => (90, 10),
+            Method::TxSelectOk => (90, 11),
+            Method::TxCommit => (90, 20),
+            Method::TxCommitOk => (90, 21),
+            Method::TxRollback => (90, 30),
+            Method::TxRollbackOk => (90, 31),
             Method::Other {
                 class_id,
                 method_id,
@@ -384,6 +397,12 @@ pub fn parse_method(payload: &[u8]) -> Result<Method, WireError> {
             nowait: bit(r.u8()?, 0),
         },
         (85, 11) => Method::ConfirmSelectOk,
+        (90, 10) => Method::TxSelect,
+        (90, 11) => Method::TxSelectOk,
+        (90, 20) => Method::TxCommit,
+        (90, 21) => Method::TxCommitOk,
+        (90, 30) => Method::TxRollback,
+        (90, 31) => Method::TxRollbackOk,
         _ => Method::Other {
             class_id,
             method_id,
@@ -555,6 +574,12 @@ pub fn encode_method(m: &Method) -> Vec<u8> {
         | Method::ConnectionUnblocked
         | Method::ChannelCloseOk
         | Method::ConfirmSelectOk
+        | Method::TxSelect
+        | Method::TxSelectOk
+        | Method::TxCommit
+        | Method::TxCommitOk
+        | Method::TxRollback
+        | Method::TxRollbackOk
         | Method::Other { .. } => {}
     }
     out
@@ -860,6 +885,12 @@ mod tests {
             },
             Method::ConfirmSelect { nowait: false },
             Method::ConfirmSelectOk,
+            Method::TxSelect,
+            Method::TxSelectOk,
+            Method::TxCommit,
+            Method::TxCommitOk,
+            Method::TxRollback,
+            Method::TxRollbackOk,
             Method::Other {
                 class_id: 50,
                 method_id: 10,

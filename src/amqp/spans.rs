@@ -159,6 +159,8 @@ pub fn method_name(class_id: u16, method_id: u16) -> String {
         (60, 120) => "basic.nack",
         (85, 10) => "confirm.select",
         (90, 10) => "tx.select",
+        (90, 20) => "tx.commit",
+        (90, 30) => "tx.rollback",
         _ => return format!("{class_id}.{method_id}"),
     };
     name.to_string()

@@ -58,6 +58,14 @@
 //!   trailers)`); during that callback the call-response maps and body are readable. A reset
 //!   ([`Host::fail_http_call`]) delivers 0 headers, 0 body, and then reading the response headers
 //!   is BadArgument. A timeout in Envoy is a 504 from the async client ([`Host::timeout_http_call`]).
+//! * Network filters (`envoy.filters.network.wasm` before `tcp_proxy`): [`Host::new_connection`]
+//!   (`proxy_on_context_create` + `proxy_on_new_connection`), [`Host::downstream_data`] /
+//!   [`Host::upstream_data`] (`proxy_on_downstream_data` / `proxy_on_upstream_data` with the size
+//!   of everything Envoy holds), [`Host::close_connection`] (end of stream, both close callbacks,
+//!   then log/done/delete). The `DownstreamData` / `UpstreamData` buffers exist only during their
+//!   callback (NotFound otherwise); `proxy_set_buffer_bytes` on them works like on bodies
+//!   (`start == 0`: drain `size`, prepend). Continue sends everything held on ([`Net`]'s
+//!   `forwarded_*`), Pause (StopIteration) keeps it and the next read is appended to it.
 //! * Metrics: ids carry the type in the low 2 bits; incrementing a counter by <= 0 is BadArgument;
 //!   recording on a counter adds; histograms cannot be read.
 //! * WASI: stdout/stderr become info/error logs; `clock_time_get` serves realtime (0) and
@@ -95,7 +103,7 @@ pub use abi::{BufferType, LogLevel, MapType, MetricKind, Status, StreamType};
 #[allow(unused_imports)]
 pub use state::{
     CallResponse, CallState, Callback, Half, HeaderMap, HttpCall, LocalResponse, LogEntry, Metric,
-    Stream, Violation,
+    Net, Stream, Violation,
 };
 
 use state::{AfterCall, HostState};
@@ -555,6 +563,144 @@ impl Host {
         }
         self.finish(s)?;
         Ok(s)
+    }
+
+    // -- network connections (envoy.filters.network.wasm before tcp_proxy) --------------------
+
+    /// Opens a TCP connection: `proxy_on_context_create(id, root)`, then
+    /// `proxy_on_new_connection(id)` (Envoy's `onNewConnection`).
+    pub fn new_connection(&mut self) -> Result<StreamId, HostError> {
+        self.require_vm()?;
+        let state = self.store.data_mut();
+        let id = state.next_context_id;
+        state.next_context_id += 1;
+        state.streams.insert(
+            id,
+            Stream {
+                context_id: id,
+                net: Some(Net::default()),
+                ..Stream::default()
+            },
+        );
+        let root = self.root_id();
+        self.call::<(u32, u32), ()>(
+            Callback::ContextCreate,
+            id,
+            "proxy_on_context_create",
+            (id, root),
+        )?;
+        self.call_opt::<u32, u32>(Callback::NewConnection, id, "proxy_on_new_connection", id)?;
+        Ok(StreamId(id))
+    }
+
+    /// One read from the client: `proxy_on_downstream_data(id, size, end_of_stream)` where
+    /// `size` is everything Envoy holds (earlier bytes kept by Pause, then these). Continue
+    /// passes all of it upstream (`Net::forwarded_upstream`), Pause keeps it.
+    pub fn downstream_data(
+        &mut self,
+        c: StreamId,
+        bytes: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action, HostError> {
+        self.net_data(c, true, bytes, end_of_stream)
+    }
+
+    /// One read from the server: `proxy_on_upstream_data(id, size, end_of_stream)`; Continue
+    /// passes the bytes on to the client (`Net::forwarded_downstream`).
+    pub fn upstream_data(
+        &mut self,
+        c: StreamId,
+        bytes: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action, HostError> {
+        self.net_data(c, false, bytes, end_of_stream)
+    }
+
+    /// The client closes: the end of stream reaches the filter with whatever Envoy still holds,
+    /// then `proxy_on_downstream_connection_close(id, Remote)`, `tcp_proxy` closes the upstream
+    /// (`proxy_on_upstream_connection_close(id, Local)`), and the filter is destroyed
+    /// (`proxy_on_log`, `proxy_on_done`, `proxy_on_delete`).
+    pub fn close_connection(&mut self, c: StreamId) -> Result<(), HostError> {
+        const PEER_LOCAL: u32 = 1;
+        const PEER_REMOTE: u32 = 2;
+        self.downstream_data(c, &[], true)?;
+        let id = self.live_stream(c)?;
+        self.call_opt::<(u32, u32), ()>(
+            Callback::DownstreamClose,
+            id,
+            "proxy_on_downstream_connection_close",
+            (id, PEER_REMOTE),
+        )?;
+        self.call_opt::<(u32, u32), ()>(
+            Callback::UpstreamClose,
+            id,
+            "proxy_on_upstream_connection_close",
+            (id, PEER_LOCAL),
+        )?;
+        self.net_mut(id)?.closed = true;
+        self.finish(c)
+    }
+
+    /// The connection's record (bytes in and out in both directions).
+    pub fn connection(&self, c: StreamId) -> Option<&Net> {
+        self.stream(c).and_then(|s| s.net.as_ref())
+    }
+
+    fn net_mut(&mut self, id: u32) -> Result<&mut Net, HostError> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id)
+            .and_then(|s| s.net.as_mut())
+            .ok_or_else(|| HostError::usage(format!("context {id} is not a network connection")))
+    }
+
+    fn net_data(
+        &mut self,
+        c: StreamId,
+        downstream: bool,
+        bytes: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action, HostError> {
+        let id = self.live_stream(c)?;
+        let net = self.net_mut(id)?;
+        if net.closed {
+            return Err(HostError::usage(format!("connection {id} is closed")));
+        }
+        let size = if downstream {
+            net.downstream_received.extend_from_slice(bytes);
+            net.downstream_buffer.extend_from_slice(bytes);
+            net.downstream_live = true;
+            net.downstream_sizes.push(net.downstream_buffer.len());
+            net.downstream_buffer.len()
+        } else {
+            net.upstream_received.extend_from_slice(bytes);
+            net.upstream_buffer.extend_from_slice(bytes);
+            net.upstream_live = true;
+            net.upstream_sizes.push(net.upstream_buffer.len());
+            net.upstream_buffer.len()
+        };
+        let (callback, export) = if downstream {
+            (Callback::DownstreamData, "proxy_on_downstream_data")
+        } else {
+            (Callback::UpstreamData, "proxy_on_upstream_data")
+        };
+        let args = (id, abi::len_u32(size), u32::from(end_of_stream));
+        let result = self.call_opt::<(u32, u32, u32), u32>(callback, id, export, args);
+        let net = self.net_mut(id)?;
+        net.downstream_live = false;
+        net.upstream_live = false;
+        let action = result?.map_or(Action::Continue, Action::from_u32);
+        let (buffer, out) = if downstream {
+            (&mut net.downstream_buffer, &mut net.forwarded_upstream)
+        } else {
+            (&mut net.upstream_buffer, &mut net.forwarded_downstream)
+        };
+        match action {
+            Action::Continue => out.append(buffer),
+            _ => net.pauses += 1,
+        }
+        Ok(action)
     }
 
     /// Everything the host knows about a stream (also after delete).

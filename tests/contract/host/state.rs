@@ -29,6 +29,12 @@ pub enum Callback {
     Log,
     Done,
     Delete,
+    /// Network filter (`envoy.filters.network.wasm`) callbacks.
+    NewConnection,
+    DownstreamData,
+    UpstreamData,
+    DownstreamClose,
+    UpstreamClose,
 }
 
 impl Callback {
@@ -217,6 +223,39 @@ impl Half {
     }
 }
 
+/// One TCP connection as a network filter in front of `tcp_proxy` sees it (a [`Stream`] whose
+/// context is a proxy-wasm `StreamContext`).
+///
+/// Envoy semantics: the downstream read buffer is handed to the filter whole; Continue lets
+/// `tcp_proxy` drain all of it upstream, Pause (StopIteration) leaves it in the read buffer, and
+/// the next read appends to it and calls the filter again with all of it. Upstream data (the
+/// write path towards the client) works the same way here. Outside the data callbacks the
+/// buffers do not exist (`proxy_get_buffer_bytes` answers NotFound).
+#[derive(Clone, Debug, Default)]
+pub struct Net {
+    /// Client bytes the test delivered, in order.
+    pub downstream_received: Vec<u8>,
+    /// Server bytes the test delivered, in order.
+    pub upstream_received: Vec<u8>,
+    /// Client bytes passed on to the upstream (what the server receives).
+    pub forwarded_upstream: Vec<u8>,
+    /// Server bytes passed on to the client.
+    pub forwarded_downstream: Vec<u8>,
+    /// `data_size` of every downstream / upstream data callback.
+    pub downstream_sizes: Vec<usize>,
+    pub upstream_sizes: Vec<usize>,
+    /// Data callbacks that answered Pause.
+    pub pauses: usize,
+    /// Both close callbacks were delivered.
+    pub closed: bool,
+    /// Bytes Envoy holds for the filter in each direction (current read plus what a Pause kept).
+    pub(crate) downstream_buffer: Vec<u8>,
+    pub(crate) upstream_buffer: Vec<u8>,
+    /// Set only during the matching data callback (Envoy's `network_*_data_buffer_`).
+    pub(crate) downstream_live: bool,
+    pub(crate) upstream_live: bool,
+}
+
 /// A local reply the filter asked for with `proxy_send_local_response`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -243,6 +282,8 @@ pub struct Stream {
     /// The guest's answer to `proxy_on_done`, once called.
     pub done: Option<bool>,
     pub deleted: bool,
+    /// Set for a network connection ([`Net`]); `None` for an HTTP stream.
+    pub net: Option<Net>,
 }
 
 impl Stream {
@@ -588,15 +629,35 @@ impl HostState {
                         .unwrap_or_default(),
                 )
             }
-            BufferType::DownstreamData
-            | BufferType::UpstreamData
-            | BufferType::GrpcReceiveBuffer
-            | BufferType::CallData => Some(Vec::new()),
+            BufferType::DownstreamData | BufferType::UpstreamData => {
+                let net = self.current_stream()?.net.as_ref()?;
+                match ty {
+                    BufferType::DownstreamData if net.downstream_live => {
+                        Some(net.downstream_buffer.clone())
+                    }
+                    BufferType::UpstreamData if net.upstream_live => {
+                        Some(net.upstream_buffer.clone())
+                    }
+                    _ => None,
+                }
+            }
+            BufferType::GrpcReceiveBuffer | BufferType::CallData => Some(Vec::new()),
         }
     }
 
-    /// Envoy `Buffer::copyFrom` on a body buffer: `start == 0` replaces the first `length` bytes
-    /// with `data` (drain, then prepend); `start >= size` appends; anything else is BadArgument.
+    /// The live network data buffer of the current connection, for writing.
+    fn net_buffer_mut(&mut self, ty: BufferType) -> Option<&mut Vec<u8>> {
+        let net = self.current_stream_mut()?.net.as_mut()?;
+        match ty {
+            BufferType::DownstreamData if net.downstream_live => Some(&mut net.downstream_buffer),
+            BufferType::UpstreamData if net.upstream_live => Some(&mut net.upstream_buffer),
+            _ => None,
+        }
+    }
+
+    /// Envoy `Buffer::copyFrom` on a body or network data buffer: `start == 0` replaces the
+    /// first `length` bytes with `data` (drain, then prepend); `start >= size` appends; anything
+    /// else is BadArgument. Network data buffers exist only during their data callback.
     pub(crate) fn buffer_write(
         &mut self,
         ty: BufferType,
@@ -604,30 +665,38 @@ impl HostState {
         length: usize,
         data: &[u8],
     ) -> Status {
-        let request = match ty {
-            BufferType::HttpRequestBody => true,
-            BufferType::HttpResponseBody => false,
+        let buffer = match ty {
+            BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
+                let request = ty == BufferType::HttpRequestBody;
+                let Some(half) = self.current_stream_mut().map(|s| s.half_mut(request)) else {
+                    return Status::BadArgument;
+                };
+                if !(half.body_live || half.buffering) {
+                    return Status::BadArgument;
+                }
+                &mut half.buffer
+            }
+            BufferType::DownstreamData | BufferType::UpstreamData => {
+                match self.net_buffer_mut(ty) {
+                    Some(b) => b,
+                    None => return Status::NotFound,
+                }
+            }
             BufferType::VmConfiguration
             | BufferType::PluginConfiguration
             | BufferType::HttpCallResponseBody => return Status::BadArgument,
             _ => return Status::NotFound,
         };
-        let Some(half) = self.current_stream_mut().map(|s| s.half_mut(request)) else {
-            return Status::BadArgument;
-        };
-        if !(half.body_live || half.buffering) {
-            return Status::BadArgument;
-        }
-        let size = half.buffer.len();
+        let size = buffer.len();
         if start == 0 {
             let drain = length.min(size);
-            half.buffer.drain(..drain);
+            buffer.drain(..drain);
             let mut next = data.to_vec();
-            next.append(&mut half.buffer);
-            half.buffer = next;
+            next.append(buffer);
+            *buffer = next;
             Status::Ok
         } else if start >= size {
-            half.buffer.extend_from_slice(data);
+            buffer.extend_from_slice(data);
             Status::Ok
         } else {
             Status::BadArgument
