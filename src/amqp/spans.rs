@@ -255,15 +255,12 @@ impl Msg {
         let mut events = std::mem::take(&mut self.events);
         if let Some(status) = self.status.take() {
             if outcome == Outcome::Ok {
-                attributes.push(("order.status".into(), AttrValue::Str(status.clone())));
-                let mut ev = vec![("order.status".to_string(), AttrValue::Str(status))];
-                if let Some(id) = &self.order_id {
-                    ev.push(("order.id".to_string(), AttrValue::Str(id.clone())));
-                }
+                attributes.push(("order.status".into(), AttrValue::Str(status)));
+                // As on HTTP spans: the event marks the moment; the span carries the id and status.
                 events.push(EventRecord {
                     name: "order.status_changed".into(),
                     time_ns: end_ns,
-                    attributes: ev,
+                    attributes: Vec::new(),
                 });
             } else {
                 attributes.push(("order.status.attempted".into(), AttrValue::Str(status)));
