@@ -1125,7 +1125,7 @@ def main(argv=None):
     else:
         a.variants = list(DEFAULT_VARIANTS) + (["ordertrace-unsampled"] if a.with_unsampled else []) + (["wasm-empty"] if a.with_empty else [])
     if a.baseline_wasm:
-        a.variants += [v + BASELINE_SUFFIX for v in a.variants if VARIANTS[v][1] and BASELINE_SUFFIX not in v and v != "wasm-empty"]
+        a.variants += [v + BASELINE_SUFFIX for v in a.variants if VARIANTS[base_variant(v)][1] and BASELINE_SUFFIX not in v and v != "wasm-empty" and v + BASELINE_SUFFIX not in a.variants]
     if a.rounds < 1 or a.duration < 1:
         p.error("--rounds and --duration must be ≥ 1")
 
