@@ -330,6 +330,9 @@ pub struct Route {
     pub request_pointers: Vec<JsonPointer>,
     /// JSON pointers into the response body; `Source::ResponseBody(i)` indexes this list.
     pub response_pointers: Vec<JsonPointer>,
+    /// Indices of the template's `{variable}` segments, which `url.path` keeps unredacted (computed once
+    /// here rather than per request).
+    pub var_segments: Vec<usize>,
 }
 
 /// A compiled value source.
@@ -641,10 +644,12 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
             compile_source(format!("routes[{i}].attributes.{name}"), s, true)?,
         ));
     }
+    let var_segments = crate::filter::template_var_segments(template.as_str());
     Ok(Route {
         span_name,
         methods,
         template,
+        var_segments,
         order_id,
         status,
         attributes,

@@ -584,9 +584,7 @@ fn build_span(cfg: &Config, a: &Active, end_ns: u64, failure: Option<String>) ->
     ));
 
     // url.path keeps the matched template's variable segments (order ids) and redacts every other segment.
-    let var_segments: Vec<usize> = route
-        .map(|r| template_var_segments(r.template.as_str()))
-        .unwrap_or_default();
+    let var_segments: &[usize] = route.map_or(&[], |r| r.var_segments.as_slice());
     let url_path = cfg
         .redactor
         .url_path(path_only, &|i| var_segments.contains(&i))
