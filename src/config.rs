@@ -3,44 +3,16 @@
 //! about (`routes[2].status.request_body`), and the same code backs the filter's `on_configure` and
 //! `ordertrace check`.
 
-use std::fmt;
-
 pub mod read;
 
 use crate::json::{self, Value};
 use crate::jsonscan::JsonPointer;
-use crate::lifecycle::{Lifecycle, RawLifecycle};
+use crate::order::{Lifecycle, RawLifecycle};
 use crate::redact::{RawRedaction, Redactor};
 use crate::template::PathTemplate;
 use read::Object;
 
-/// A configuration error: the field (a path into the JSON config) and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::error::ConfigError;
 
 // ---------------------------------------------------------------------------------------------
 // Raw shape: the JSON as written, read by `from_value` (unknown keys rejected, defaults filled in)
@@ -56,7 +28,8 @@ pub struct RawConfig {
     pub lifecycle: RawLifecycle,
     pub routes: Vec<RawRoute>,
     /// Present when this plugin instance is the AMQP network filter (`envoy.filters.network.wasm`).
-    pub amqp: Option<crate::amqp::RawAmqp>,
+    /// The AMQP module's section, read and compiled by `ordertrace-amqp` (the HTTP module refuses it).
+    pub amqp: Option<Value>,
 }
 
 impl RawConfig {
@@ -83,7 +56,10 @@ impl RawConfig {
             amqp: o.or_else(
                 "amqp",
                 || None,
-                |v, path| crate::amqp::RawAmqp::from_value(v, path).map(Some),
+                |v, path| match v {
+                    Value::Object(_) => Ok(Some(v)),
+                    _ => Err(read::invalid_type(&v, path, "an object")),
+                },
             )?,
         };
         o.finish()?;
@@ -302,7 +278,8 @@ pub struct Config {
     /// Lowercase names of every header some route reads, so the request-headers pass keeps only those.
     pub header_names: Vec<String>,
     /// The AMQP section: when present, the plugin runs as a network filter (one stream per TCP connection).
-    pub amqp: Option<crate::amqp::Amqp>,
+    /// The `amqp` section as written (an object), for the AMQP module to compile.
+    pub amqp: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -464,12 +441,8 @@ impl Config {
                 }
             }
         }
-        let amqp = match &raw.amqp {
-            Some(a) => Some(crate::amqp::Amqp::compile(a)?),
-            None => None,
-        };
         Ok(Config {
-            amqp,
+            amqp: raw.amqp.clone(),
             service: raw.service,
             public_edge: raw.public_edge,
             collector,
@@ -633,7 +606,7 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
                 format!("attribute name {name:?} must be 1 to 128 bytes"),
             ));
         }
-        if RESERVED_ATTRIBUTES.contains(&name.as_str()) {
+        if crate::order::attrs::reserved_by_edge(name) {
             return Err(ConfigError::new(
                 format!("routes[{i}].attributes.{name}"),
                 "is set by the filter itself; use order_id / status instead",
@@ -644,7 +617,7 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
             compile_source(format!("routes[{i}].attributes.{name}"), s, true)?,
         ));
     }
-    let var_segments = crate::filter::template_var_segments(template.as_str());
+    let var_segments = template.var_segments();
     Ok(Route {
         span_name,
         methods,
@@ -658,27 +631,8 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
     })
 }
 
-/// Attributes the filter sets itself; a route may not configure them.
-pub const RESERVED_ATTRIBUTES: &[&str] = &[
-    "order.id",
-    "order.status",
-    "order.status.attempted",
-    "http.request.method",
-    "http.response.status_code",
-    "http.route",
-    "url.path",
-    "url.query",
-    "server.address",
-    "server.port",
-    "error.type",
-    "order.status.previous",
-    "order.stage.duration_ms",
-    "order.transition.unexpected",
-];
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
 
     const BASE: &str =
@@ -893,11 +847,6 @@ mod tests {
                 r#"{"service":"s","collector":{"cluster":"c"},"lifecycle":{"table_size":-1}}"#,
                 "lifecycle.table_size",
                 "non-negative",
-            ),
-            (
-                r#"{"service":"s","collector":{"cluster":"c"},"amqp":{"rules":[{"on":1}]}}"#,
-                "amqp.rules[0].on",
-                "expected a string",
             ),
             (
                 r#"{"service":"s","collector":{"cluster":"c"},"amqp":null}"#,

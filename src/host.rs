@@ -3,7 +3,7 @@
 //! cost of a filter in Envoy) visible: every method here is at most one host call.
 
 /// One HTTP stream as the filter sees it. Each method is one host call in the proxy-wasm glue.
-pub trait StreamHost {
+pub trait StreamHost: SharedData {
     /// All request headers, read once in the request-headers callback (names are lowercase).
     fn request_headers(&mut self) -> HeaderMap;
     /// Set (replace) one request header before the request goes upstream.
@@ -20,9 +20,13 @@ pub trait StreamHost {
     fn now_nanos(&mut self) -> u64;
     /// Why the upstream exchange failed (Envoy's response flags or code details); read only for failed requests.
     fn upstream_failure(&mut self) -> Option<String>;
-    /// A value of the per-Envoy shared data (shared by all workers) and its compare-and-swap token.
+}
+
+/// The per-Envoy shared data (shared by all workers): the order's last-status table lives there.
+pub trait SharedData {
+    /// A value and its compare-and-swap token.
     fn shared_get(&mut self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// Store a shared-data value if its CAS token is still `cas` (0: unconditionally); false on a lost race.
+    /// Store a value if its CAS token is still `cas` (0: unconditionally); false on a lost race.
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool;
 }
 
@@ -98,7 +102,6 @@ impl HeaderMap {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -53,25 +53,8 @@ impl<R: RandomSource> IdGenerator<R> {
     }
 }
 
-/// A deterministic source for tests and benchmarks (xorshift64*).
-pub struct SeededRandom(pub u64);
-
-impl RandomSource for SeededRandom {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf.iter_mut() {
-            let mut x = self.0 | 1;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            *b = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     struct Zeros;
@@ -83,7 +66,7 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_non_zero() {
-        let mut g = IdGenerator::new(SeededRandom(7));
+        let mut g = IdGenerator::new(crate::testing::SeededRandom(7));
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
             let s = g.span_id();

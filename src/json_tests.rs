@@ -1,6 +1,5 @@
 //! The configuration parser: valid documents, every kind of malformed input with where it is reported, and
 //! a property loop (a small xorshift generator) that mutates documents and checks the parser never panics.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use super::*;
 

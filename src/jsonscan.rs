@@ -647,12 +647,6 @@ impl Scanner<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::expect_used,
-        clippy::panic
-    )]
 
     use super::*;
 

@@ -1,37 +1,32 @@
-//! ordertrace: order-level distributed tracing that lives in the proxy.
+//! ordertrace's pure core: everything the Envoy modules, the Collector plugin and the CLI share, with no
+//! host ABI and no I/O. The glue lives in the workspace's other crates (`crates/edge`, `crates/amqp`,
+//! `crates/collector`, `crates/cli`), which the compiler keeps out of here.
 //!
-//! The crate is a pure core (every module below except the glue) plus thin glue layers:
-//! - `proxy_glue` (feature `edge`): the proxy-wasm ABI for Envoy, built as `dist/ordertrace.wasm`.
-//!
-//! The core never imports `proxy_wasm` or `wit_bindgen`; it talks to its host through the traits in
-//! [`host`], so it is tested natively with a mock host.
+//! Imports run one way, leaves first: `error`, `text`, `tracecontext`, `template`, `json`, `jsonscan` →
+//! `config::read` → `redact`, `order` → `config` → `otlp`, `metrics`, `export`, `ids`, `host` → `worker`.
+//! The core talks to its host through the traits in [`host`]; tests use the mock host in `testing`.
 
-pub mod amqp;
-pub mod collector;
 pub mod config;
+pub mod error;
 pub mod export;
-pub mod filter;
 pub mod host;
 pub mod ids;
 pub mod json;
 pub mod jsonscan;
-pub mod lifecycle;
 pub mod metrics;
-pub mod mock_host;
+pub mod order;
 pub mod otlp;
 pub mod redact;
 pub mod template;
+pub mod text;
 pub mod tracecontext;
+pub mod worker;
 
-#[cfg(all(feature = "collector", target_arch = "wasm32"))]
-mod collector_glue;
-#[cfg(all(feature = "otelwasm", target_arch = "wasm32"))]
-mod otelwasm_glue;
-#[cfg(all(feature = "edge", target_arch = "wasm32"))]
-mod proxy_glue;
-
-#[cfg(all(feature = "edge", target_arch = "wasm32"))]
-mod amqp_glue;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Version stamped into spans (`telemetry.sdk.version`) and logged on VM start.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the build came from (`unknown` outside a checkout), logged on VM start.
+pub const GIT_HASH: &str = env!("ORDERTRACE_GIT_HASH");

@@ -24,7 +24,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::config::read::{self, Object};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::json::Value;
 
 mod detectors;

@@ -56,6 +56,17 @@ impl fmt::Display for TemplateError {
 
 impl std::error::Error for TemplateError {}
 
+/// Indices (in `path.split('/')`, the leading empty segment being 0) of a template's `{variable}`
+/// segments; also used on routes as SDKs report them (`/api/orders/{id}/submit`).
+pub fn var_segments(template: &str) -> Vec<usize> {
+    template
+        .split('/')
+        .enumerate()
+        .filter(|(_, s)| s.starts_with('{'))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// The raw segments captured by a match, by variable index. No allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Captures<'p> {
@@ -196,6 +207,11 @@ impl PathTemplate {
     }
 
     /// The template as written.
+    /// Indices (in `path.split('/')`, the leading empty segment being 0) of the `{variable}` segments.
+    pub fn var_segments(&self) -> Vec<usize> {
+        var_segments(self.as_str())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -340,12 +356,6 @@ fn decode_to_string(s: &str, plus_as_space: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::expect_used,
-        clippy::panic
-    )]
 
     use super::*;
 

@@ -356,12 +356,6 @@ pub fn sampling_decision(ratio: f64, trace_id: &TraceId) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::expect_used,
-        clippy::panic
-    )]
 
     use super::*;
 

@@ -1,5 +1,5 @@
 //! The AMQP network filter against a real RabbitMQ (Debian `rabbitmq-server`, a private node per test) behind
-//! the real Envoy (`envoy/amqp-crm.yaml`, ports substituted) running `dist/ordertrace.wasm`, with a Rust
+//! the real Envoy (`envoy/amqp-crm.yaml`, ports substituted) running `dist/ordertrace-amqp.wasm`, with a Rust
 //! AMQP client (amiquip) publishing and consuming through Envoy, and the OTLP the filter exports decoded
 //! in-process. Nothing skips: a missing broker, Envoy or wasm fails with the make target to run.
 #![allow(
@@ -26,7 +26,7 @@ use amiquip::{
     ExchangeDeclareOptions, ExchangeType, FieldTable, Publish, QueueDeclareOptions,
 };
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use ordertrace::amqp::frame::{Method, Properties};
+use ordertrace_amqp::frame::{Method, Properties};
 use rabbit::Rabbit;
 use raw::RawClient;
 use support::*;
@@ -56,8 +56,8 @@ fn envoy_yaml(name: &str, listener: u16, admin: u16, broker: u16, collector: u16
     let mut yaml = fs::read_to_string(&path).unwrap();
     for (from, to) in [
         (
-            "filename: dist/ordertrace.wasm".to_string(),
-            format!("filename: {}", wasm_path().display()),
+            "filename: dist/ordertrace-amqp.wasm".to_string(),
+            format!("filename: {}", amqp_wasm_path().display()),
         ),
         (
             "port_value: 10011 ".to_string(),

@@ -1,4 +1,4 @@
-//! The AMQP network filter as built (`dist/ordertrace.wasm`) in the contract host, driven through the
+//! The AMQP network filter as built (`dist/ordertrace-amqp.wasm`) in the contract host, driven through the
 //! network-filter side of the proxy-wasm ABI the way Envoy's `envoy.filters.network.wasm` in front of
 //! `tcp_proxy` drives it: a realistic session (tests/amqp_support `wire_session`) replayed whole, cut at
 //! every byte boundary of every read in both directions, and one byte at a time. Every run is a fresh
@@ -33,17 +33,18 @@ use prost::Message;
 
 use amqp_support::*;
 use host::{Action, Host, HostOptions, Net};
-use ordertrace::amqp::frame::{parse_content_header, FRAME_HEADER};
-use ordertrace::amqp::table::FieldValue;
 use ordertrace::tracecontext::parse_traceparent;
+use ordertrace_amqp::frame::{parse_content_header, FRAME_HEADER};
+use ordertrace_amqp::table::FieldValue;
 
 const CLUSTER: &str = "otlp_collector";
 
 fn filter_wasm() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist/ordertrace.wasm");
+    let path =
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("dist/ordertrace-amqp.wasm");
     assert!(
         path.exists(),
-        "dist/ordertrace.wasm is missing: run `make wasm`"
+        "dist/ordertrace-amqp.wasm is missing: run `make wasm`"
     );
     path
 }
@@ -462,7 +463,7 @@ fn fuel_per_message() {
     host.upstream_data(c, &broker_hello(true), false).unwrap();
     let consume = m(
         1,
-        ordertrace::amqp::frame::Method::BasicConsume {
+        ordertrace_amqp::frame::Method::BasicConsume {
             queue: "mes.submitted".into(),
             consumer_tag: "c1".into(),
             no_ack: false,
@@ -478,7 +479,7 @@ fn fuel_per_message() {
             let ack = |tag| {
                 m(
                     1,
-                    ordertrace::amqp::frame::Method::BasicAck {
+                    ordertrace_amqp::frame::Method::BasicAck {
                         delivery_tag: tag,
                         multiple: false,
                     },
@@ -489,7 +490,7 @@ fn fuel_per_message() {
                     1,
                     "orders",
                     "order.submitted",
-                    &ordertrace::amqp::frame::Properties::default(),
+                    &ordertrace_amqp::frame::Properties::default(),
                     body.as_bytes(),
                 ),
                 ack(i),

@@ -23,14 +23,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use amqp_support::*;
-use ordertrace::amqp::config::Amqp;
-use ordertrace::amqp::decoder::{Decoder, Direction, Limits};
-use ordertrace::amqp::frame::{
+use ordertrace_amqp::config::Amqp;
+use ordertrace_amqp::decoder::{Decoder, Direction, Limits};
+use ordertrace_amqp::frame::{
     add_string_header, parse_content_header, parse_method, Method, Properties,
 };
-use ordertrace::amqp::sim::Sim;
-use ordertrace::amqp::table::read_table;
-use ordertrace::amqp::wire::Reader;
+use ordertrace_amqp::sim::Sim;
+use ordertrace_amqp::table::read_table;
+use ordertrace_amqp::wire::Reader;
 
 /// One read: `b'C'` (client → broker) or `b'B'`, and its bytes.
 type Session = Vec<(u8, Vec<u8>)>;
@@ -79,7 +79,7 @@ fn write_corpus(s: &Session) -> Vec<u8> {
 
 fn corpus() -> Vec<Session> {
     let mut out = Vec::new();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("fuzz/corpus");
     let mut files: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()

@@ -10,11 +10,11 @@
 mod amqp_support;
 
 use amqp_support::*;
-use ordertrace::amqp::frame::{parse_content_header, Method, Properties, FRAME_HEADER};
-use ordertrace::amqp::table::FieldValue;
-use ordertrace::amqp::Flow;
 use ordertrace::otlp::{Kind, StatusCode};
 use ordertrace::tracecontext::parse_traceparent;
+use ordertrace_amqp::frame::{parse_content_header, Method, Properties, FRAME_HEADER};
+use ordertrace_amqp::table::FieldValue;
+use ordertrace_amqp::Flow;
 
 #[test]
 fn publish_without_confirms_is_a_producer_span_and_gets_a_traceparent() {
@@ -846,7 +846,7 @@ fn holding_is_bounded_and_frame_max_is_respected() {
     let method_frame_len =
         8 + u32::from_be_bytes([second[3], second[4], second[5], second[6]]) as usize;
     let (a, b) = second.split_at(method_frame_len + cut);
-    let mut sim = ordertrace::amqp::sim::Sim::new(cfg.clone());
+    let mut sim = ordertrace_amqp::sim::Sim::new(cfg.clone());
     assert_eq!(
         sim.client(&[first.clone(), a.to_vec()].concat(), false),
         Flow::Continue
@@ -965,12 +965,12 @@ fn tx_steps() -> Vec<Step> {
                         routing_key: "nowhere".into(),
                     },
                 ),
-                ordertrace::amqp::frame::encode_frame(
+                ordertrace_amqp::frame::encode_frame(
                     FRAME_HEADER,
                     1,
-                    &ordertrace::amqp::frame::encode_content_header(1, &Properties::default()),
+                    &ordertrace_amqp::frame::encode_content_header(1, &Properties::default()),
                 ),
-                ordertrace::amqp::frame::encode_frame(ordertrace::amqp::frame::FRAME_BODY, 1, b"x"),
+                ordertrace_amqp::frame::encode_frame(ordertrace_amqp::frame::FRAME_BODY, 1, b"x"),
                 tx(Method::TxCommitOk),
             ]
             .concat(),
@@ -1127,7 +1127,8 @@ fn per_message_cost() {
         r#"{"rules":[{"exchange":"orders","routing_key":"order.submitted","order_id":{"body":"/orderId"}}]}"#
     );
     let config = ordertrace::config::Config::from_json(plugin.as_bytes()).unwrap();
-    let mut sim = ordertrace::amqp::sim::Sim::new(config.amqp.clone().unwrap());
+    let mut sim =
+        ordertrace_amqp::sim::Sim::new(ordertrace_amqp::Amqp::from_config(&config).unwrap());
     sim.broker(&broker_hello(true));
     sim.client(&client_hello(true), false);
     sim.client(

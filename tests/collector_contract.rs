@@ -27,7 +27,7 @@ mod otelwasm;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use ordertrace::collector::{CollectorConfig, Processed, Processor};
+use ordertrace_collector::{CollectorConfig, Processed, Processor};
 
 use component::{ComponentHost, ComponentOptions, ProcessError};
 use corpus::{attr, contains, spans_of, str_attr, Batch, Expect};
@@ -462,7 +462,7 @@ fn the_component_uses_no_wasi_beyond_its_declared_imports() {
 #[test]
 fn the_deployed_plugin_configuration_is_valid_in_both_builds() {
     let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
         "/deploy/collector/plugin-config.json"
     );
     let config = std::fs::read_to_string(path).unwrap();

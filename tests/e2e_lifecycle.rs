@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use ordertrace::lifecycle::REFERENCE_STATUSES;
+use ordertrace::order::REFERENCE_STATUSES;
 use serde_json::{json, Value};
 use support::*;
 

@@ -26,7 +26,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ordertrace::lifecycle::{lifecycle_ids, REFERENCE_STATUSES};
+use ordertrace::order::{lifecycle_ids, REFERENCE_STATUSES};
 use serde_json::{json, Value};
 use support::*;
 

@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -18,11 +20,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::Link, ResourceSpans, ScopeSpans, Span};
-use ordertrace::lifecycle::{lifecycle_ids, REFERENCE_STATUSES};
+use ordertrace::order::{lifecycle_ids, REFERENCE_STATUSES};
 use prost::Message;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ordertrace");
 const T0: u64 = 1_700_000_000_000; // ms
 const MIN: u64 = 60_000;
 const NS: &str = "orders-v1";
@@ -87,7 +88,7 @@ struct Watch {
 
 impl Watch {
     fn start(dir: &Dir, extra: &[&str]) -> Watch {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(support::cli_bin())
             .arg("watch")
             .arg("--config")
             .arg(dir.path("config.json"))
@@ -290,7 +291,7 @@ fn statuses(journey: &Value) -> Vec<String> {
 }
 
 fn cli(dir: &Dir, args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(support::cli_bin())
         .args(args)
         .arg("--db")
         .arg(dir.path("watch.db"))

@@ -347,7 +347,6 @@ pub fn variant<T: Copy>(v: Value, path: &str, variants: &[(&str, T)]) -> Result<
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     fn obj(json: &str, fields: &'static [&'static str]) -> Result<Object, ConfigError> {

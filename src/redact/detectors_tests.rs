@@ -1,11 +1,5 @@
 //! Vectors for every detector: positives (the exact substring that must match) and negatives, each with the
 //! reason it is there.
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::expect_used,
-    clippy::panic
-)]
 
 use super::*;
 

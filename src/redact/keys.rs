@@ -436,12 +436,6 @@ impl KeyRules {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::expect_used,
-        clippy::panic
-    )]
     use super::*;
 
     fn words(k: &str) -> Vec<String> {

@@ -1,5 +1,5 @@
 //! Building AMQP 0-9-1 traffic for the tests (`mod amqp_support;`): frames, whole exchanges, scripted
-//! sessions run through the Envoy buffer model ([`ordertrace::amqp::sim::Sim`]).
+//! sessions run through the Envoy buffer model ([`ordertrace_amqp::sim::Sim`]).
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -8,14 +8,14 @@
     clippy::indexing_slicing
 )]
 
-use ordertrace::amqp::config::Amqp;
-use ordertrace::amqp::frame::{
+use ordertrace::otlp::{AttrValue, SpanRecord};
+use ordertrace_amqp::config::Amqp;
+use ordertrace_amqp::frame::{
     encode_content_header, encode_frame, encode_method, Close, Method, Properties, FRAME_BODY,
     FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER,
 };
-use ordertrace::amqp::sim::Sim;
-use ordertrace::amqp::table::{FieldValue, Table};
-use ordertrace::otlp::{AttrValue, SpanRecord};
+use ordertrace_amqp::sim::Sim;
+use ordertrace_amqp::table::{FieldValue, Table};
 
 pub const FRAME_MAX: u32 = 131_072;
 

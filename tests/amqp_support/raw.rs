@@ -13,10 +13,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ordertrace::amqp::frame::{
+use ordertrace_amqp::frame::{
     encode_frame, encode_method, parse_method, Close, Method, FRAME_METHOD, PROTOCOL_HEADER,
 };
-use ordertrace::amqp::table::{FieldValue, Table};
+use ordertrace_amqp::table::{FieldValue, Table};
 
 pub struct RawClient {
     stream: TcpStream,

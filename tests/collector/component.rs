@@ -28,7 +28,7 @@ use wasmtime::{Engine, Store};
 /// The generated bindings (their root module `ordertrace` is the WIT package, not the crate).
 mod wit {
     wasmtime::component::bindgen!({
-        path: "wit/ordertrace.wit",
+        path: "../wit/ordertrace.wit",
         world: "span-processor",
     });
 }
@@ -40,7 +40,7 @@ use wit::SpanProcessor;
 
 /// The built component (`make collector-wasm`).
 pub fn component_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/ordertrace-collector.wasm")
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("dist/ordertrace-collector.wasm")
 }
 
 #[derive(Clone, Debug, Default)]

@@ -48,7 +48,7 @@ const DEFINED_WASI: [&str; 5] = [
 
 /// The built module (`make otelwasm-wasm`).
 pub fn module_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/ordertrace-otelwasm.wasm")
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("dist/ordertrace-otelwasm.wasm")
 }
 
 #[derive(Clone, Debug, Default)]

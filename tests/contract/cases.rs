@@ -40,7 +40,8 @@ pub const TP_UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba9
 
 /// The filter under test. Missing is a failure, never a skip.
 pub fn filter_wasm() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist/ordertrace.wasm");
+    let path =
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("dist/ordertrace.wasm");
     assert!(
         path.exists(),
         "dist/ordertrace.wasm is missing: run `make wasm` (or `make build`)"
@@ -416,7 +417,7 @@ impl Case {
     pub fn recorded_status(mut self, order: &str, status: &str, ago_ms: u64) -> Self {
         let config = ordertrace::config::Config::from_json(self.config.as_bytes())
             .unwrap_or_else(|e| panic!("{}: {e}", self.name));
-        let record = ordertrace::lifecycle::LastStatus {
+        let record = ordertrace::order::LastStatus {
             order_id: order.into(),
             status: status.into(),
             at_ns: START_NS - ago_ms * 1_000_000,

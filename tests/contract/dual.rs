@@ -20,12 +20,13 @@ use prost::Message;
 
 use ordertrace::config::Config;
 use ordertrace::export::Next;
-use ordertrace::filter::{RequestState, Worker};
-use ordertrace::ids::SeededRandom;
-use ordertrace::lifecycle::lifecycle_ids;
 use ordertrace::metrics::{COUNTER_NAMES, QUEUE_GAUGE_NAME};
-use ordertrace::mock_host::MockStream;
+use ordertrace::order::lifecycle_ids;
+use ordertrace::testing::MockStream;
+use ordertrace::testing::SeededRandom;
 use ordertrace::tracecontext::parse_traceparent;
+use ordertrace::worker::Worker;
+use ordertrace_edge::filter::RequestState;
 
 use crate::cases::{
     filter_wasm, host_options, Case, Parent, FLUSH_MS, GAP_MS, LIFECYCLE_NS, NODE_ID, SEED,

@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../../src/bin/ordertrace/httpd.rs"]
+#[path = "../../crates/cli/src/httpd.rs"]
 pub mod httpd;
 
 use std::collections::{BTreeMap, HashSet};
@@ -40,7 +40,7 @@ pub use httpd::hex;
 
 /// The repository root (where `cargo test` and `make` run).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// `.venv/bin/envoy`, or a panic telling how to install it.
@@ -65,9 +65,30 @@ pub fn wasm_path() -> PathBuf {
     p
 }
 
-/// The `ordertrace` CLI built by cargo for this test run.
+/// The `ordertrace` CLI of this build profile (`target/debug/ordertrace` beside the test binary's `deps/`),
+/// or a panic telling how to build it. The CLI is another package of the workspace, so cargo does not
+/// build it for these tests by itself: `make test` does (`cargo build -p ordertrace-cli`).
 pub fn cli_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ordertrace"))
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let p = profile_dir.join("ordertrace");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p ordertrace-cli` (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// `dist/ordertrace-amqp.wasm` (the AMQP network filter), or a panic telling how to build it.
+pub fn amqp_wasm_path() -> PathBuf {
+    let p = repo_root().join("dist/ordertrace-amqp.wasm");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make build` (or `make wasm`)",
+        p.display()
+    );
+    p
 }
 
 // ---------------------------------------------------------------------------------------------
