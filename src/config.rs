@@ -12,7 +12,7 @@ use crate::redact::{RawRedaction, Redactor};
 use crate::template::PathTemplate;
 use read::Object;
 
-pub use crate::error::ConfigError;
+pub use crate::error::{ConfigError, ConfigErrorKind};
 
 // ---------------------------------------------------------------------------------------------
 // Raw shape: the JSON as written, read by `from_value` (unknown keys rejected, defaults filled in)
@@ -423,8 +423,7 @@ impl Config {
         for (i, r) in raw.routes.iter().enumerate() {
             routes.push(compile_route(i, r)?);
         }
-        let redactor =
-            Redactor::compile(&raw.redaction).map_err(|e| ConfigError::new(e.field, e.message))?;
+        let redactor = Redactor::compile(&raw.redaction)?;
         let lifecycle = Lifecycle::compile(&raw.lifecycle)?;
         let mut header_names: Vec<String> = Vec::new();
         for r in &routes {
@@ -485,8 +484,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// Parse the JSON into the raw shape; an error carries the path of the field (`collector.flush_ms`).
 pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
-    let value =
-        json::parse(bytes).map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
+    let value = json::parse(bytes)
+        .map_err(|e| ConfigError::at("", ConfigErrorKind::NotJson(e.to_string())))?;
     if !matches!(value, Value::Object(_)) {
         return Err(ConfigError::new(
             "",
@@ -498,8 +497,8 @@ pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
 
 fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
     let at = |f: &str| format!("routes[{i}].{f}");
-    let template =
-        PathTemplate::parse(&r.path).map_err(|e| ConfigError::new(at("path"), e.message))?;
+    let template = PathTemplate::parse(&r.path)
+        .map_err(|e| ConfigError::at(at("path"), ConfigErrorKind::Template(e)))?;
     let methods: Vec<String> = match &r.method {
         None => Vec::new(),
         Some(RawMethods::One(m)) if m == "*" => Vec::new(),
@@ -576,13 +575,13 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
                 }
                 if let Some(p) = &f.request_body {
                     let ptr = JsonPointer::parse(p)
-                        .map_err(|e| ConfigError::new(format!("{field}.request_body"), e.message))?;
+                        .map_err(|e| ConfigError::at(format!("{field}.request_body"), ConfigErrorKind::Pointer(e)))?;
                     request_pointers.push(ptr);
                     return Ok(Source::RequestBody(request_pointers.len() - 1));
                 }
                 if let Some(p) = &f.response_body {
                     let ptr = JsonPointer::parse(p)
-                        .map_err(|e| ConfigError::new(format!("{field}.response_body"), e.message))?;
+                        .map_err(|e| ConfigError::at(format!("{field}.response_body"), ConfigErrorKind::Pointer(e)))?;
                     response_pointers.push(ptr);
                     return Ok(Source::ResponseBody(response_pointers.len() - 1));
                 }
@@ -864,10 +863,49 @@ mod tests {
                 Ok(_) => panic!("accepted: {json}"),
                 Err(e) => {
                     assert_eq!(&e.field, field, "field for {json}: {e}");
-                    assert!(e.message.contains(msg), "message for {json}: {e}");
+                    assert!(e.message().contains(msg), "message for {json}: {e}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn errors_carry_a_kind_tests_can_match() {
+        let base = r#""service":"s","collector":{"cluster":"c"},"redaction":{"enabled":false}"#;
+        let kind = |extra: &str| {
+            Config::from_json(format!("{{{base}{extra}}}").as_bytes())
+                .err()
+                .unwrap()
+                .kind
+        };
+        assert!(matches!(
+            kind(r#","colour":1"#),
+            ConfigErrorKind::UnknownField { key, .. } if key == "colour"
+        ));
+        assert!(matches!(
+            kind(r#","body":{"max_bytes":"x"}"#),
+            ConfigErrorKind::InvalidType { .. }
+        ));
+        assert!(matches!(
+            kind(r#","body":{"max_bytes":1.5}"#),
+            ConfigErrorKind::InvalidValue { .. }
+        ));
+        assert!(matches!(
+            kind(r#","routes":[{"name":"r","path":"/a/{id"}]"#),
+            ConfigErrorKind::Template(_)
+        ));
+        assert!(matches!(
+            kind(r#","routes":[{"name":"r","path":"/a","order_id":{"request_body":"x"}}]"#),
+            ConfigErrorKind::Pointer(_)
+        ));
+        assert!(matches!(
+            Config::from_json(b"{").err().unwrap().kind,
+            ConfigErrorKind::NotJson(_)
+        ));
+        assert!(matches!(
+            Config::from_json(br#"{"service":"s"}"#).err().unwrap().kind,
+            ConfigErrorKind::MissingField(f) if f == "collector"
+        ));
     }
 
     #[test]
@@ -882,11 +920,11 @@ mod tests {
         .unwrap();
         assert_eq!(e.field, "");
         assert_eq!(
-            e.message,
+            e.message(),
             "not valid JSON: unexpected character '}', expected a key (a string) at line 4 column 1"
         );
         assert_eq!(
-            Config::from_json(b"[]").err().unwrap().message,
+            Config::from_json(b"[]").err().unwrap().message(),
             "the configuration must be a JSON object"
         );
     }

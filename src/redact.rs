@@ -24,8 +24,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::config::read::{self, Object};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrorKind};
 use crate::json::Value;
+use crate::order::attrs;
 
 mod detectors;
 mod keys;
@@ -249,10 +250,8 @@ impl RawRedaction {
 
     /// Parses a JSON `redaction` object alone (tests); errors name `redaction.<field>`.
     pub fn from_json(bytes: &[u8]) -> Result<RawRedaction, ConfigError> {
-        let v = crate::json::parse(bytes).map_err(|e| ConfigError {
-            field: "redaction".to_string(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+        let v = crate::json::parse(bytes)
+            .map_err(|e| ConfigError::at("redaction", ConfigErrorKind::NotJson(e.to_string())))?;
         RawRedaction::from_value(v, "redaction")
     }
 
@@ -265,30 +264,6 @@ impl RawRedaction {
         }
     }
 }
-
-/// A configuration error: the field (`redaction.detectors.email`, `redaction.deny_keys[2]`) and what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedactionConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl RedactionConfigError {
-    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        RedactionConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for RedactionConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for RedactionConfigError {}
 
 /// Where the native side should read the HMAC key from (see [`Redactor::compile_with_key_resolver`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,45 +393,6 @@ pub struct Redactor {
     hot_keys: Vec<(&'static str, Option<KeyAction>)>,
 }
 
-/// Attribute keys ordertrace itself emits on (nearly) every span: HTTP spans, then the string attributes
-/// of AMQP spans (a message's two spans carry about a dozen of them, so looking their rules up per span
-/// was most of the redaction cost per message).
-const HOT_KEYS: [&str; 33] = [
-    "http.request.method",
-    "url.path",
-    "url.query",
-    "server.address",
-    "server.port",
-    "http.response.status_code",
-    "http.route",
-    "order.id",
-    "order.status",
-    "order.status.attempted",
-    "order.status.previous",
-    "order.stage.duration_ms",
-    "order.transition.unexpected",
-    "error.type",
-    "envoy.response_flags",
-    "service.name",
-    "ordertrace.link",
-    "messaging.system",
-    "messaging.operation.type",
-    "messaging.operation.name",
-    "messaging.destination.name",
-    "messaging.destination_publish.name",
-    "messaging.rabbitmq.destination.routing_key",
-    "messaging.message.id",
-    "messaging.message.conversation_id",
-    "messaging.rabbitmq.vhost",
-    "messaging.rabbitmq.confirm",
-    "messaging.rabbitmq.outcome",
-    "messaging.rabbitmq.delivery_latency_source",
-    "messaging.rabbitmq.tx",
-    "messaging.rabbitmq.blocked.reason",
-    "messaging.rabbitmq.reply_text",
-    "messaging.rabbitmq.consumer_tag",
-];
-
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redactor")
@@ -503,7 +439,7 @@ impl Redactor {
     /// Compile the configuration as the proxy filter does: the HMAC key must be inline
     /// (`redaction.hmac_key`); `hmac_key_env` / `hmac_key_file` cannot be read here and are an error when a
     /// key is needed.
-    pub fn compile(raw: &RawRedaction) -> Result<Redactor, RedactionConfigError> {
+    pub fn compile(raw: &RawRedaction) -> Result<Redactor, ConfigError> {
         Self::compile_with_key_resolver(raw, &mut |src| {
             Err(match src {
                 HmacKeySource::Env(_) => "the proxy filter cannot read environment variables",
@@ -521,7 +457,7 @@ impl Redactor {
     pub fn compile_with_key_resolver(
         raw: &RawRedaction,
         resolve: &mut dyn FnMut(HmacKeySource<'_>) -> Result<String, String>,
-    ) -> Result<Redactor, RedactionConfigError> {
+    ) -> Result<Redactor, ConfigError> {
         let enabled = raw.enabled.unwrap_or(true);
 
         let actions = Detector::ALL.map(|d| (d, raw.detectors.get(d).unwrap_or(default_action(d))));
@@ -532,7 +468,7 @@ impl Redactor {
 
         let deny_action = raw.deny_key_action.unwrap_or(Action::Drop);
         if !matches!(deny_action, Action::Drop | Action::Mask) {
-            return Err(RedactionConfigError::new(
+            return Err(ConfigError::new(
                 "redaction.deny_key_action",
                 format!(
                     "`{}` is not an action for denied keys: use `drop` (remove the attribute) or `mask` (emit \
@@ -558,7 +494,7 @@ impl Redactor {
                             c <= b' ' || matches!(c, b',' | b';' | b'=' | b'"' | b'\\') || c >= 0x7f
                         });
                     if bad {
-                        return Err(RedactionConfigError::new(
+                        return Err(ConfigError::new(
                             format!("redaction.baggage.public_allow[{i}]"),
                             format!("`{k}` is not a baggage key: use a token such as `order.id`"),
                         ));
@@ -577,7 +513,7 @@ impl Redactor {
         .flatten()
         .collect();
         if sources.len() > 1 {
-            return Err(RedactionConfigError::new(
+            return Err(ConfigError::new(
                 "redaction.hmac_key",
                 format!(
                     "set only one of redaction.hmac_key, hmac_key_env, hmac_key_file (found {}): every Envoy and \
@@ -623,7 +559,7 @@ impl Redactor {
         let hmac = match key {
             Some((k, field)) => {
                 if k.len() < MIN_HMAC_KEY_BYTES {
-                    return Err(RedactionConfigError::new(
+                    return Err(ConfigError::new(
                         field,
                         format!(
                             "the HMAC key is {} bytes long; use at least {MIN_HMAC_KEY_BYTES} random bytes, e.g. \
@@ -641,7 +577,7 @@ impl Redactor {
                     KeyOrigin::File(_) => "redaction.hmac_key_file",
                     _ => "redaction.hmac_key",
                 };
-                return Err(RedactionConfigError::new(
+                return Err(ConfigError::new(
                     field,
                     format!(
                         "a secret HMAC key is required by {}: set redaction.hmac_key to the same secret of at \
@@ -654,9 +590,10 @@ impl Redactor {
             }
         };
 
-        let hot_keys = HOT_KEYS
-            .iter()
-            .map(|k| (*k, keys.lookup(k).map(|r| r.action)))
+        // The keys ordertrace itself emits on (nearly) every span: a message's two spans carry about a
+        // dozen, so looking their rules up per span was most of the redaction cost per message.
+        let hot_keys = attrs::emitted()
+            .map(|k| (k, keys.lookup(k).map(|r| r.action)))
             .collect();
         Ok(Redactor {
             enabled,
@@ -904,20 +841,20 @@ fn resolve_key(
     resolve: &mut dyn FnMut(HmacKeySource<'_>) -> Result<String, String>,
     src: HmacKeySource<'_>,
     needed: bool,
-) -> Result<Option<(String, &'static str)>, RedactionConfigError> {
+) -> Result<Option<(String, &'static str)>, ConfigError> {
     if !needed {
         return Ok(None);
     }
     let field = src.field();
     let key = resolve(src)
-        .map_err(|e| RedactionConfigError::new(field, format!("cannot read the HMAC key: {e}")))?;
+        .map_err(|e| ConfigError::new(field, format!("cannot read the HMAC key: {e}")))?;
     let key = key
         .strip_suffix("\r\n")
         .or_else(|| key.strip_suffix('\n'))
         .unwrap_or(&key)
         .to_string();
     if key.is_empty() {
-        return Err(RedactionConfigError::new(field, "the HMAC key is empty"));
+        return Err(ConfigError::new(field, "the HMAC key is empty"));
     }
     Ok(Some((key, field)))
 }

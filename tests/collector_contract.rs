@@ -243,16 +243,16 @@ fn bad_configuration_is_an_init_error_naming_the_field() {
         assert_eq!(native_err.field, field, "{json}");
         if field.is_empty() {
             assert!(
-                native_err.message.ends_with("at line 1 column 11"),
+                native_err.message().ends_with("at line 1 column 11"),
                 "{}",
-                native_err.message
+                native_err.message()
             );
         }
 
         let mut h = ComponentHost::new(ComponentOptions::default()).unwrap();
         let e = h.init(json).unwrap().unwrap_err();
         assert_eq!(e.field, field, "{json}: {}", e.message);
-        assert_eq!(e.message, native_err.message);
+        assert_eq!(e.message, native_err.message());
         assert!(h
             .state()
             .logs

@@ -2,6 +2,8 @@
 //! status outcome and the same transition with the same attributes, because all three decide through the
 //! core's order domain (`ordertrace::order`). Run natively on the crates' logic; the built modules are
 //! held to the native logic by the contract tests.
+// clippy.toml's allow-*-in-tests covers #[test] functions only, not the helpers of a test crate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod amqp_support;
 
@@ -44,7 +46,12 @@ fn view_of_otlp(sp: &Span) -> OrderView {
             .attributes
             .iter()
             .filter(|kv| kv.key.starts_with("order."))
-            .map(|kv| (kv.key.clone(), kv.value.as_ref().map(any_text).unwrap_or_default()))
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    kv.value.as_ref().map(any_text).unwrap_or_default(),
+                )
+            })
             .collect(),
         events: sp.events.iter().map(|e| e.name.clone()).collect(),
     }
@@ -149,7 +156,10 @@ fn collector(requests: &[(&str, u16, u64)]) -> Vec<Span> {
             start_time_unix_nano: (end_ms - 10) * 1_000_000,
             end_time_unix_nano: end_ms * 1_000_000,
             attributes: vec![
-                kv("http.request.method", any_value::Value::StringValue("POST".into())),
+                kv(
+                    "http.request.method",
+                    any_value::Value::StringValue("POST".into()),
+                ),
                 kv("url.path", any_value::Value::StringValue(path.to_string())),
                 kv(
                     "http.response.status_code",
@@ -243,7 +253,10 @@ fn a_failed_status_is_only_attempted_on_all_three() {
     let want = OrderView {
         attributes: BTreeMap::from([
             ("order.id".to_string(), "ORD-1".to_string()),
-            ("order.status.attempted".to_string(), "SUBMITTED".to_string()),
+            (
+                "order.status.attempted".to_string(),
+                "SUBMITTED".to_string(),
+            ),
         ]),
         events: vec![],
     };
@@ -264,10 +277,16 @@ fn a_transition_is_judged_the_same_at_the_edge_and_in_the_collector() {
     let collector = view_of_otlp(&collector(&requests)[1]);
     let want = BTreeMap::from([
         ("order.id".to_string(), "ORD-5".to_string()),
-        ("order.status".to_string(), "MANUFACTURING_APPROVED".to_string()),
+        (
+            "order.status".to_string(),
+            "MANUFACTURING_APPROVED".to_string(),
+        ),
         ("order.status.previous".to_string(), "SUBMITTED".to_string()),
         ("order.stage.duration_ms".to_string(), "5000".to_string()),
-        ("order.transition.unexpected".to_string(), "true".to_string()),
+        (
+            "order.transition.unexpected".to_string(),
+            "true".to_string(),
+        ),
     ]);
     assert_eq!(http.attributes, want, "HTTP");
     assert_eq!(collector.attributes, want, "collector");

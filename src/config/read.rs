@@ -17,7 +17,7 @@
 //! field's type (negative numbers never are). Objects whose keys are data (`attributes`, `sla`) come back as
 //! `(key, value)` pairs sorted by key.
 
-use crate::config::ConfigError;
+use crate::error::{ConfigError, ConfigErrorKind};
 use crate::json::Value;
 
 /// The path of a member: `parent.name`, or `name` at the top of the document.
@@ -36,10 +36,23 @@ pub fn index_path(parent: &str, i: usize) -> String {
 
 /// `invalid type: string "x", expected a boolean`, at `path`.
 pub fn invalid_type(v: &Value, path: &str, expected: &str) -> ConfigError {
-    ConfigError {
-        field: path.to_string(),
-        message: format!("invalid type: {}, expected {expected}", v.describe()),
-    }
+    ConfigError::at(
+        path,
+        ConfigErrorKind::InvalidType {
+            found: v.describe(),
+            expected: expected.to_string(),
+        },
+    )
+}
+
+fn invalid_value(n: &crate::json::Number, path: &str, expected: String) -> ConfigError {
+    ConfigError::at(
+        path,
+        ConfigErrorKind::InvalidValue {
+            found: n.as_str().to_string(),
+            expected,
+        },
+    )
 }
 
 /// A JSON object read field by field. Keys not in the field list are rejected up front (so a misspelt key
@@ -92,10 +105,10 @@ impl Object {
         for alias in aliases {
             if let Some(v) = self.take(alias) {
                 if found.is_some() {
-                    return Err(ConfigError {
-                        field: self.path_of(name),
-                        message: format!("duplicate field `{name}` (also spelt `{alias}`)"),
-                    });
+                    return Err(ConfigError::new(
+                        self.path_of(name),
+                        format!("duplicate field `{name}` (also spelt `{alias}`)"),
+                    ));
                 }
                 found = Some(v);
             }
@@ -107,10 +120,10 @@ impl Object {
     pub fn required(&mut self, name: &str) -> Result<(Value, String), ConfigError> {
         match self.take(name) {
             Some(v) => Ok((v, self.path_of(name))),
-            None => Err(ConfigError {
-                field: self.path_of(name),
-                message: format!("missing field `{name}`"),
-            }),
+            None => Err(ConfigError::at(
+                self.path_of(name),
+                ConfigErrorKind::MissingField(name.to_string()),
+            )),
         }
     }
 
@@ -209,10 +222,13 @@ fn unknown_field(path: &str, key: &str, fields: &[&str]) -> ConfigError {
         [_] => format!("expected {list}"),
         _ => format!("expected one of {list}"),
     };
-    ConfigError {
-        field: member_path(path, key),
-        message: format!("unknown field `{key}`, {expected}"),
-    }
+    ConfigError::at(
+        member_path(path, key),
+        ConfigErrorKind::UnknownField {
+            key: key.to_string(),
+            expected,
+        },
+    )
 }
 
 pub fn string(v: Value, path: &str) -> Result<String, ConfigError> {
@@ -236,27 +252,17 @@ fn uint(v: &Value, path: &str, max: u64) -> Result<u64, ConfigError> {
     };
     match n.as_u64() {
         Some(x) if x <= max => Ok(x),
-        Some(_) => Err(ConfigError {
-            field: path.to_string(),
-            message: format!(
-                "invalid value: {}, expected an integer at most {max}",
-                n.as_str()
-            ),
-        }),
-        None if n.is_integer() => Err(ConfigError {
-            field: path.to_string(),
-            message: format!(
-                "invalid value: {}, expected a non-negative integer at most {max}",
-                n.as_str()
-            ),
-        }),
-        None => Err(ConfigError {
-            field: path.to_string(),
-            message: format!(
-                "invalid value: {}, expected a whole number (no fraction, no exponent)",
-                n.as_str()
-            ),
-        }),
+        Some(_) => Err(invalid_value(n, path, format!("an integer at most {max}"))),
+        None if n.is_integer() => Err(invalid_value(
+            n,
+            path,
+            format!("a non-negative integer at most {max}"),
+        )),
+        None => Err(invalid_value(
+            n,
+            path,
+            "a whole number (no fraction, no exponent)".to_string(),
+        )),
     }
 }
 
@@ -338,10 +344,10 @@ pub fn variant<T: Copy>(v: Value, path: &str, variants: &[(&str, T)]) -> Result<
                 .map(|(name, _)| format!("`{name}`"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            ConfigError {
-                field: path.to_string(),
-                message: format!("unknown variant `{s}`, expected one of {list}"),
-            }
+            ConfigError::new(
+                path,
+                format!("unknown variant `{s}`, expected one of {list}"),
+            )
         })
 }
 
@@ -358,16 +364,16 @@ mod tests {
         let e = obj(r#"{"a":1,"colour":2}"#, &["a", "b"]).err().unwrap();
         assert_eq!(e.field, "s.colour");
         assert_eq!(
-            e.message,
+            e.message(),
             "unknown field `colour`, expected one of `a`, `b`"
         );
         let e = obj(r#"{"x":1}"#, &["a"]).err().unwrap();
-        assert_eq!(e.message, "unknown field `x`, expected `a`");
+        assert_eq!(e.message(), "unknown field `x`, expected `a`");
         // A listed field never read is refused too.
         let o = obj(r#"{"a":1}"#, &["a"]).unwrap();
         assert_eq!(o.finish().unwrap_err().field, "s.a");
         let e = Object::new(Value::Null, "", &["a"]).err().unwrap();
-        assert_eq!(e.message, "invalid type: null, expected an object");
+        assert_eq!(e.message(), "invalid type: null, expected an object");
     }
 
     #[test]
@@ -386,14 +392,14 @@ mod tests {
         assert_eq!(o.u32_or("absent", 9).unwrap(), 9);
         let e = o.u64_or("neg", 0).unwrap_err();
         assert_eq!(
-            (e.field.as_str(), e.message.contains("-1")),
+            (e.field.as_str(), e.message().contains("-1")),
             ("s.neg", true)
         );
         let e = o.usize_or("frac", 0).unwrap_err();
-        assert!(e.message.contains("whole number"), "{e}");
+        assert!(e.message().contains("whole number"), "{e}");
         assert!(o.u64_or("exp", 0).is_err());
         let e = o.u32_or("big", 0).unwrap_err();
-        assert!(e.message.contains("at most 4294967295"), "{e}");
+        assert!(e.message().contains("at most 4294967295"), "{e}");
         o.finish().unwrap();
     }
 
@@ -402,12 +408,12 @@ mod tests {
         let mut o = obj(r#"{"d":null}"#, &["r", "d"]).unwrap();
         let e = o.req_string("r").unwrap_err();
         assert_eq!(
-            (e.field.as_str(), e.message.as_str()),
+            (e.field.as_str(), e.message().as_str()),
             ("s.r", "missing field `r`")
         );
         // A defaulted field refuses null, as the serde derives did.
         let e = o.bool_or("d", true).unwrap_err();
-        assert_eq!(e.message, "invalid type: null, expected a boolean");
+        assert_eq!(e.message(), "invalid type: null, expected a boolean");
     }
 
     #[test]
@@ -430,7 +436,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            e.message,
+            e.message(),
             "unknown variant `blur`, expected one of `off`, `mask`"
         );
     }

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::read::{self, Object};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrorKind};
 use crate::json::Value;
 use crate::tracecontext::{SpanId, TraceId};
 
@@ -87,10 +87,8 @@ impl RawLifecycle {
     /// Parses a JSON `lifecycle` object alone (the watch's stored model, tests); errors name
     /// `lifecycle.<field>`.
     pub fn from_json(bytes: &[u8]) -> Result<RawLifecycle, ConfigError> {
-        let v = crate::json::parse(bytes).map_err(|e| ConfigError {
-            field: "lifecycle".to_string(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+        let v = crate::json::parse(bytes)
+            .map_err(|e| ConfigError::at("lifecycle", ConfigErrorKind::NotJson(e.to_string())))?;
         RawLifecycle::from_value(v, "lifecycle")
     }
 }
@@ -145,10 +143,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
 
 impl Lifecycle {
     pub fn compile(raw: &RawLifecycle) -> Result<Lifecycle, ConfigError> {
-        let err = |f: &str, m: String| ConfigError {
-            field: format!("lifecycle.{f}"),
-            message: m,
-        };
+        let err = |f: &str, m: String| ConfigError::new(format!("lifecycle.{f}"), m);
         let namespace = raw
             .namespace
             .clone()
@@ -499,7 +494,7 @@ mod tests {
         for (json, field, msg) in cases {
             let e = RawLifecycle::from_json(json.as_bytes()).unwrap_err();
             assert_eq!(e.field, field, "{json}: {e}");
-            assert!(e.message.contains(msg), "{json}: {e}");
+            assert!(e.message().contains(msg), "{json}: {e}");
         }
         let raw =
             RawLifecycle::from_json(br#"{"sla":{"b":"1h","a":"2h"},"transitions":null}"#).unwrap();

@@ -26,7 +26,10 @@ fn a_status_is_the_new_status_only_when_its_request_or_message_succeeded() {
     StatusMark::of(true).apply("SUBMITTED".into(), 42, &mut attributes, &mut events);
     assert_eq!(
         attributes,
-        vec![("order.status".to_string(), AttrValue::Str("SUBMITTED".into()))]
+        vec![(
+            "order.status".to_string(),
+            AttrValue::Str("SUBMITTED".into())
+        )]
     );
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].name, "order.status_changed");
@@ -58,7 +61,14 @@ fn judgement_table() {
         &'static str,
     );
     let rows: Vec<Row> = vec![
-        (None, "INITIATED", None, false, "INITIATED", "first status seen"),
+        (
+            None,
+            "INITIATED",
+            None,
+            false,
+            "INITIATED",
+            "first status seen",
+        ),
         (
             Some(last("ORD-1", "INITIATED", 1_000)),
             "FILE_UPLOADED",
@@ -118,7 +128,9 @@ fn judgement_table() {
 fn the_same_status_again_is_not_a_transition() {
     let lc = lifecycle();
     let p = last("ORD-1", "SUBMITTED", 1_000);
-    assert!(lc.judge("ORD-1", Some(&p), "SUBMITTED", 9_000 * MS).is_none());
+    assert!(lc
+        .judge("ORD-1", Some(&p), "SUBMITTED", 9_000 * MS)
+        .is_none());
 }
 
 #[test]
@@ -199,7 +211,10 @@ fn lifecycle_spans_live_in_the_orders_own_trace() {
     assert_eq!(change.links[0].span_id, SpanId([8; 8]));
     assert_eq!(
         change.links[0].attributes,
-        vec![("ordertrace.link".to_string(), AttrValue::Str("message".into()))]
+        vec![(
+            "ordertrace.link".to_string(),
+            AttrValue::Str("message".into())
+        )]
     );
     assert_eq!(
         change.attr("service.name"),
@@ -207,7 +222,12 @@ fn lifecycle_spans_live_in_the_orders_own_trace() {
     );
 
     let later = lc
-        .judge("ORD-1", Some(&last("ORD-1", "INITIATED", 0)), "FILE_UPLOADED", 10)
+        .judge(
+            "ORD-1",
+            Some(&last("ORD-1", "INITIATED", 0)),
+            "FILE_UPLOADED",
+            10,
+        )
         .unwrap();
     let (root, change) = lifecycle_spans(
         &lc,

@@ -10,7 +10,7 @@
 
 use std::cmp::Ordering;
 
-use super::RedactionConfigError;
+use crate::error::ConfigError;
 
 /// What the key rules decide for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl KeyRules {
     /// The built-in lists plus the configured ones. A configured name replaces a built-in rule with the same
     /// words in another list (listing `name` under `allow_keys` stops it being denied); the same name in
     /// two configured lists is an error.
-    pub(crate) fn build(user: &UserLists<'_>) -> Result<KeyRules, RedactionConfigError> {
+    pub(crate) fn build(user: &UserLists<'_>) -> Result<KeyRules, ConfigError> {
         let mut rules: Vec<Rule> = Vec::new();
         let builtins = [
             (DEFAULT_DENY_KEYS, KeyAction::Deny),
@@ -327,13 +327,13 @@ impl KeyRules {
                 let field = format!("redaction.{}[{i}]", list_name(action));
                 let w = Words::split(name);
                 if w.len() == 0 {
-                    return Err(RedactionConfigError::new(
+                    return Err(ConfigError::new(
                         field,
                         format!("`{name}` has no letters or digits: give a key name such as `customer.email`"),
                     ));
                 }
                 if w.truncated {
-                    return Err(RedactionConfigError::new(
+                    return Err(ConfigError::new(
                         field,
                         format!("`{name}` has more than {MAX_WORDS} words"),
                     ));
@@ -354,7 +354,7 @@ impl KeyRules {
                                 };
                             }
                             Some(other) if existing.action != action => {
-                                return Err(RedactionConfigError::new(
+                                return Err(ConfigError::new(
                                     field,
                                     format!(
                                         "`{name}` is also listed as {other} (`{}`); a key can have only one rule",
@@ -607,7 +607,7 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "redaction.pseudonymise_keys[0]");
-        assert!(err.message.contains("allow_keys[0]"), "{}", err.message);
+        assert!(err.message().contains("allow_keys[0]"), "{}", err.message());
 
         let bad = vec!["ok".to_string(), "..".to_string()];
         let err = KeyRules::build(&UserLists {

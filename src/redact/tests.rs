@@ -52,7 +52,11 @@ fn redact_config_defaults_need_a_key() {
         "openssl rand",
         "enabled",
     ] {
-        assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        assert!(
+            err.message().contains(needle),
+            "{needle}: {}",
+            err.message()
+        );
     }
     // An empty JSON object is the same.
     assert_eq!(
@@ -130,7 +134,7 @@ fn redact_config_rejects_unknown_and_mistyped() {
     ] {
         let e = RawRedaction::from_json(json.as_bytes()).unwrap_err();
         assert_eq!(e.field, field, "{json}: {e}");
-        assert!(e.message.contains(msg), "{json}: {e}");
+        assert!(e.message().contains(msg), "{json}: {e}");
     }
     // An optional field may be null: not set.
     assert_eq!(
@@ -202,8 +206,8 @@ fn redact_config_errors_name_the_field() {
     for (json, field, needle) in cases {
         let err = Redactor::compile(&raw(json)).unwrap_err();
         assert_eq!(err.field, *field, "{json}");
-        assert!(err.message.contains(needle), "{json}: {}", err.message);
-        assert_eq!(err.to_string(), format!("{}: {}", err.field, err.message));
+        assert!(err.message().contains(needle), "{json}: {}", err.message());
+        assert_eq!(err.to_string(), format!("{}: {}", err.field, err.message()));
     }
 }
 
@@ -225,9 +229,9 @@ fn redact_config_no_key_when_nothing_hashes() {
     .unwrap_err();
     assert_eq!(err.field, "redaction.hmac_key");
     assert!(
-        err.message.contains("detectors.phone=hash"),
+        err.message().contains("detectors.phone=hash"),
         "{}",
-        err.message
+        err.message()
     );
 }
 
@@ -268,7 +272,7 @@ fn redact_config_key_resolver() {
         Redactor::compile_with_key_resolver(&raw(r#"{"hmac_key_env": "MISSING"}"#), &mut resolver)
             .unwrap_err();
     assert_eq!(err.field, "redaction.hmac_key_env");
-    assert!(err.message.contains("MISSING"));
+    assert!(err.message().contains("MISSING"));
 
     // Not needed → the resolver is not called.
     let before = calls.get();

@@ -16,15 +16,12 @@
 //! ```
 
 use ordertrace::config::read::{self, Object};
-use ordertrace::config::{Config, ConfigError};
+use ordertrace::config::{Config, ConfigError, ConfigErrorKind};
 use ordertrace::json::Value;
 use ordertrace::jsonscan::JsonPointer;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::new(field, message)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +297,7 @@ impl Amqp {
     /// `amqp.`.
     pub fn from_json(bytes: &[u8]) -> Result<Amqp, ConfigError> {
         let value = ordertrace::json::parse(bytes)
-            .map_err(|e| err("amqp", format!("not valid JSON: {e}")))?;
+            .map_err(|e| ConfigError::at("amqp", ConfigErrorKind::NotJson(e.to_string())))?;
         Amqp::compile(&RawAmqp::from_value(value, "amqp")?)
     }
 
@@ -492,7 +489,8 @@ fn compile_source(
         });
     }
     if let Some(p) = &f.body {
-        let ptr = JsonPointer::parse(p).map_err(|e| err(format!("{field}.body"), e.message))?;
+        let ptr = JsonPointer::parse(p)
+            .map_err(|e| ConfigError::at(format!("{field}.body"), ConfigErrorKind::Pointer(e)))?;
         pointers.push(ptr);
         return Ok(AmqpSource::Body(pointers.len() - 1));
     }
@@ -691,7 +689,7 @@ mod tests {
                 .unwrap();
         let e = Amqp::from_config(&bad).unwrap_err();
         assert_eq!(e.field, "amqp.rules[0].on");
-        assert!(e.message.contains("expected a string"), "{e}");
+        assert!(e.message().contains("expected a string"), "{e}");
     }
 
     #[test]
@@ -790,7 +788,7 @@ mod tests {
                 Ok(_) => panic!("accepted: {json}"),
                 Err(e) => {
                     assert_eq!(&e.field, field, "field for {json}: {e}");
-                    assert!(e.message.contains(msg), "message for {json}: {e}");
+                    assert!(e.message().contains(msg), "message for {json}: {e}");
                 }
             }
         }

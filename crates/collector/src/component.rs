@@ -56,8 +56,8 @@ impl Guest for Component {
             Err(e) => {
                 log(Level::Error, &format!("configuration rejected: {e}"));
                 Err(ConfigError {
+                    message: e.message(),
                     field: e.field,
-                    message: e.message,
                 })
             }
         }

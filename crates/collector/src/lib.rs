@@ -41,7 +41,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span, TracesData};
 use prost::Message;
 
 use ordertrace::config::read::{self, Object};
-use ordertrace::config::{ConfigError, RawMethods, MAX_ROUTES};
+use ordertrace::config::{ConfigError, ConfigErrorKind, RawMethods, MAX_ROUTES};
 use ordertrace::json::{self, Value as JsonValue};
 use ordertrace::order::{attrs, LastStatus, Lifecycle, RawLifecycle, StatusMark};
 use ordertrace::otlp::AttrValue;
@@ -405,10 +405,7 @@ pub struct CollectorConfig {
 }
 
 fn cfg_err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::new(field, message)
 }
 
 impl CollectorConfig {
@@ -423,7 +420,8 @@ impl CollectorConfig {
         bytes: &[u8],
         resolve: &mut dyn FnMut(HmacKeySource<'_>) -> Result<String, String>,
     ) -> Result<CollectorConfig, ConfigError> {
-        let value = json::parse(bytes).map_err(|e| cfg_err("", format!("not valid JSON: {e}")))?;
+        let value = json::parse(bytes)
+            .map_err(|e| ConfigError::at("", ConfigErrorKind::NotJson(e.to_string())))?;
         let raw = RawCollectorConfig::from_value(value, "")?;
         Self::compile(&raw, resolve)
     }
@@ -432,8 +430,7 @@ impl CollectorConfig {
         raw: &RawCollectorConfig,
         resolve: &mut dyn FnMut(HmacKeySource<'_>) -> Result<String, String>,
     ) -> Result<CollectorConfig, ConfigError> {
-        let redactor = Redactor::compile_with_key_resolver(&raw.redaction, resolve)
-            .map_err(|e| cfg_err(e.field, e.message))?;
+        let redactor = Redactor::compile_with_key_resolver(&raw.redaction, resolve)?;
         let lifecycle = Lifecycle::compile(&raw.lifecycle)?;
         if raw.routes.len() > MAX_ROUTES {
             return Err(cfg_err("routes", format!("at most {MAX_ROUTES} rules")));
@@ -650,7 +647,8 @@ fn compile_name(
 
 fn compile_http_rule(i: usize, r: &RawHttpRule) -> Result<HttpRule, ConfigError> {
     let at = |f: &str| format!("routes[{i}].{f}");
-    let template = PathTemplate::parse(&r.path).map_err(|e| cfg_err(at("path"), e.message))?;
+    let template = PathTemplate::parse(&r.path)
+        .map_err(|e| ConfigError::at(at("path"), ConfigErrorKind::Template(e)))?;
     let methods: Vec<String> = match &r.method {
         None => Vec::new(),
         Some(RawMethods::One(m)) if m == "*" => Vec::new(),

@@ -557,7 +557,7 @@ fn config_errors_name_the_field() {
             Ok(_) => panic!("accepted: {json}"),
             Err(e) => {
                 assert_eq!(&e.field, field, "field for {json}: {e}");
-                assert!(e.message.contains(msg), "message for {json}: {e}");
+                assert!(e.message().contains(msg), "message for {json}: {e}");
             }
         }
     }
