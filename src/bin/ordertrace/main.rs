@@ -6,6 +6,7 @@
 
 mod check;
 mod httpd;
+mod otlp_in;
 mod refapi;
 mod sink;
 mod traceid;

@@ -7,15 +7,14 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use prost::Message;
 use serde_json::{json, Map, Value};
 
 use super::httpd::{self, Limits, Response, Server};
+use super::otlp_in::{self, attr};
 
 const USAGE: &str =
     "usage: ordertrace sink [--listen 127.0.0.1:4318] [--jsonl FILE] [--quiet] [--max-body BYTES] [--forward http://HOST:PORT/PATH]";
@@ -192,7 +191,7 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
         Ok(b) => b,
         Err(e) => return Response::text(e.status(), &e.to_string()),
     };
-    let export = match ExportTraceServiceRequest::decode(bytes.as_slice()) {
+    let export = match otlp_in::decode(&bytes) {
         Ok(r) => {
             let target = out.lock().ok().and_then(|o| o.forward.clone());
             if let Some(f) = target {
@@ -213,12 +212,12 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
     let output = &mut *guard;
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
-    for (resource, scope, span) in flatten(&export) {
+    for r in otlp_in::spans(&export) {
         if !output.quiet {
-            let _ = writeln!(stdout, "{}", span_line(resource, span));
+            let _ = writeln!(stdout, "{}", span_line(r.resource, r.span));
         }
         if let Some(file) = output.jsonl.as_mut() {
-            let _ = writeln!(file, "{}", span_json(resource, scope, span, now));
+            let _ = writeln!(file, "{}", span_json(r.resource, r.scope, r.span, now));
         }
     }
     let _ = stdout.flush();
@@ -233,33 +232,6 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
         "application/x-protobuf",
         ExportTraceServiceResponse::default().encode_to_vec(),
     )
-}
-
-type ScopeRef<'a> = Option<&'a opentelemetry_proto::tonic::common::v1::InstrumentationScope>;
-
-/// Every span with its resource attributes and scope.
-fn flatten(req: &ExportTraceServiceRequest) -> Vec<(&[KeyValue], ScopeRef<'_>, &Span)> {
-    let mut out = Vec::new();
-    for rs in &req.resource_spans {
-        let resource = rs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
-        for ss in &rs.scope_spans {
-            for sp in &ss.spans {
-                out.push((resource, ss.scope.as_ref(), sp));
-            }
-        }
-    }
-    out
-}
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
 }
 
 /// A short text form of a value, for the readable line.
@@ -365,7 +337,12 @@ fn attrs_json(attrs: &[KeyValue]) -> Value {
     )
 }
 
-fn span_json(resource: &[KeyValue], scope: ScopeRef<'_>, sp: &Span, received: u64) -> Value {
+fn span_json(
+    resource: &[KeyValue],
+    scope: Option<&InstrumentationScope>,
+    sp: &Span,
+    received: u64,
+) -> Value {
     json!({
         "time": rfc3339(sp.start_time_unix_nano),
         "received_at": rfc3339(received),
@@ -455,7 +432,7 @@ mod tests {
         clippy::panic
     )]
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
@@ -538,8 +515,8 @@ mod tests {
     #[test]
     fn readable_line_has_the_fields() {
         let req = sample(false);
-        let (res, _, sp) = flatten(&req)[0];
-        let line = span_line(res, sp);
+        let r = otlp_in::spans(&req).next().unwrap();
+        let line = span_line(r.resource, r.span);
         for want in [
             "2023-11-14T22:13:20.000Z",
             "shop-api",
@@ -553,8 +530,8 @@ mod tests {
             assert!(line.contains(want), "{want} missing in {line}");
         }
         let req = sample(true);
-        let (res, _, sp) = flatten(&req)[0];
-        let line = span_line(res, sp);
+        let r = otlp_in::spans(&req).next().unwrap();
+        let line = span_line(r.resource, r.span);
         assert!(
             line.contains("attempted INITIATED") && line.contains("ERROR"),
             "{line}"
@@ -564,8 +541,8 @@ mod tests {
     #[test]
     fn json_has_ids_in_hex_and_everything_else() {
         let req = sample(false);
-        let (res, scope, sp) = flatten(&req)[0];
-        let v = span_json(res, scope, sp, 0);
+        let r = otlp_in::spans(&req).next().unwrap();
+        let v = span_json(r.resource, r.scope, r.span, 0);
         assert_eq!(v["trace_id"], "ab".repeat(16));
         assert_eq!(v["span_id"], "0101010101010101");
         assert_eq!(v["parent_span_id"], "");
