@@ -16,16 +16,26 @@ use serde_json::{json, Map, Value};
 use super::httpd::{self, Limits, Response, Server};
 use super::otlp_in::{self, attr};
 
-const USAGE: &str =
-    "usage: ordertrace sink [--listen 127.0.0.1:4318] [--jsonl FILE] [--quiet] [--max-body BYTES] [--forward http://HOST:PORT/PATH]";
 /// Largest export request accepted by default (the filter sends batches far below this).
 const DEFAULT_MAX_BODY: u64 = 64 * 1024 * 1024;
 
-struct Options {
+/// `ordertrace sink`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to serve OTLP/HTTP on (POST /v1/traces)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318")]
     listen: String,
+    /// Also append every span to FILE, one JSON object per line
+    #[arg(long, value_name = "FILE")]
     jsonl: Option<String>,
+    /// Do not print the readable line per span
+    #[arg(short, long)]
     quiet: bool,
+    /// Largest export request accepted (413 beyond)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
     max_body: u64,
+    /// Copy every accepted export request to http://HOST:PORT[/PATH], best effort (e.g. to a watch)
+    #[arg(long, value_name = "URL", value_parser = parse_forward)]
     forward: Option<Forward>,
 }
 
@@ -36,16 +46,17 @@ struct Forward {
     path: String,
 }
 
+/// `--forward`'s URL; the path defaults to `/v1/traces`.
 fn parse_forward(url: &str) -> Result<Forward, String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("--forward {url:?}: only http:// URLs are supported"))?;
+        .ok_or("only http:// URLs are supported")?;
     let (addr, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, "/v1/traces"),
     };
     if addr.is_empty() {
-        return Err(format!("--forward {url:?}: no host:port"));
+        return Err("no host:port".into());
     }
     Ok(Forward {
         addr: addr.to_string(),
@@ -82,39 +93,6 @@ fn forward(f: &Forward, bytes: &[u8]) {
     }
 }
 
-fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut opts = Options {
-        listen: "127.0.0.1:4318".into(),
-        jsonl: None,
-        quiet: false,
-        max_body: DEFAULT_MAX_BODY,
-        forward: None,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--listen" => opts.listen = value("--listen")?,
-            "--jsonl" => opts.jsonl = Some(value("--jsonl")?),
-            "--quiet" | "-q" => opts.quiet = true,
-            "--forward" => opts.forward = Some(parse_forward(&value("--forward")?)?),
-            "--max-body" => {
-                let v = value("--max-body")?;
-                opts.max_body = v
-                    .parse()
-                    .map_err(|_| format!("--max-body: {v:?} is not a number of bytes"))?;
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok(opts)
-}
-
 /// Where decoded spans go.
 struct Output {
     quiet: bool,
@@ -122,8 +100,7 @@ struct Output {
     forward: Option<Forward>,
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let opts = parse_args(args)?;
+pub fn run(opts: Args) -> Result<(), String> {
     let jsonl = match &opts.jsonl {
         Some(path) => Some(BufWriter::new(
             OpenOptions::new()
