@@ -3,7 +3,12 @@
 //! core's order domain (`ordertrace::order`). Run natively on the crates' logic; the built modules are
 //! held to the native logic by the contract tests.
 // clippy.toml's allow-*-in-tests covers #[test] functions only, not the helpers of a test crate.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod amqp_support;
 

@@ -4,10 +4,16 @@
 use ordertrace::config::{Config, Source};
 use ordertrace_amqp::Amqp;
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let [path] = args else {
-        return Err("usage: ordertrace check CONFIG.json".to_string());
-    };
+/// `ordertrace check CONFIG.json`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The plugin configuration (the JSON Envoy passes to the filter)
+    #[arg(value_name = "CONFIG.json")]
+    config: String,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let path = &args.config;
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     let config =
         Config::from_json(&bytes).map_err(|e| format!("{path}: invalid configuration: {e}"))?;

@@ -21,8 +21,6 @@ use sha2::{Digest, Sha256};
 
 use super::httpd::{self, Body, BodyError, Limits, Request, Response, Server};
 
-const USAGE: &str =
-    "usage: ordertrace refapi --service shop|crm|mes [--listen ADDR] [--record FILE] [--quiet]";
 /// JSON bodies are parsed from at most this many leading bytes.
 const JSON_PREFIX: usize = 1024 * 1024;
 /// Uploads may be huge: they are streamed, so the limit only guards against runaway clients.
@@ -39,7 +37,7 @@ fn settable_status(status: &str) -> bool {
 /// Request fields never echoed back (customer PII).
 const PII_KEY_PARTS: &[&str] = &["email", "phone", "name", "address", "customer"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
     Shop,
     Crm,
@@ -47,15 +45,6 @@ pub enum Service {
 }
 
 impl Service {
-    fn parse(s: &str) -> Result<Service, String> {
-        match s {
-            "shop" => Ok(Service::Shop),
-            "crm" => Ok(Service::Crm),
-            "mes" => Ok(Service::Mes),
-            other => Err(format!("--service {other:?}: expected shop, crm or mes")),
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Service::Shop => "shop",
@@ -405,28 +394,34 @@ fn extend(base: &mut Value, extra: Value) {
     }
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let mut service = None;
-    let mut listen = None;
-    let mut record = None;
-    let mut quiet = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--service" => service = Some(Service::parse(&value("--service")?)?),
-            "--listen" => listen = Some(value("--listen")?),
-            "--record" => record = Some(value("--record")?),
-            "--quiet" | "-q" => quiet = true,
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let service = service.ok_or_else(|| format!("--service is required\n{USAGE}"))?;
+/// `ordertrace refapi --service shop|crm|mes`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Request headers: `x-demo-fail: 500` (any 400..=599) answers that status, \
+                  `x-demo-delay-ms: N` waits N ms (at most 30 s)."
+)]
+pub struct Args {
+    /// Which API to serve
+    #[arg(long, value_enum)]
+    service: Service,
+    /// Address to listen on [default: 127.0.0.1:18000 shop, :18001 crm, :18002 mes]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Append one JSON line per request to FILE: method, path, headers, body length and sha256, status
+    #[arg(long, value_name = "FILE")]
+    record: Option<String>,
+    /// Do not log one line per request on stderr
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let Args {
+        service,
+        listen,
+        record,
+        quiet,
+    } = args;
     let listen = listen.unwrap_or_else(|| service.default_listen().to_string());
     let record_file = match &record {
         Some(path) => Some(

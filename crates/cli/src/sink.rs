@@ -7,26 +7,35 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use prost::Message;
 use serde_json::{json, Map, Value};
 
 use super::httpd::{self, Limits, Response, Server};
+use super::otlp_in::{self, attr};
 
-const USAGE: &str =
-    "usage: ordertrace sink [--listen 127.0.0.1:4318] [--jsonl FILE] [--quiet] [--max-body BYTES] [--forward http://HOST:PORT/PATH]";
 /// Largest export request accepted by default (the filter sends batches far below this).
 const DEFAULT_MAX_BODY: u64 = 64 * 1024 * 1024;
 
-struct Options {
+/// `ordertrace sink`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to serve OTLP/HTTP on (POST /v1/traces)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318")]
     listen: String,
+    /// Also append every span to FILE, one JSON object per line
+    #[arg(long, value_name = "FILE")]
     jsonl: Option<String>,
+    /// Do not print the readable line per span
+    #[arg(short, long)]
     quiet: bool,
+    /// Largest export request accepted (413 beyond)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
     max_body: u64,
+    /// Copy every accepted export request to http://HOST:PORT[/PATH], best effort (e.g. to a watch)
+    #[arg(long, value_name = "URL", value_parser = parse_forward)]
     forward: Option<Forward>,
 }
 
@@ -37,16 +46,17 @@ struct Forward {
     path: String,
 }
 
+/// `--forward`'s URL; the path defaults to `/v1/traces`.
 fn parse_forward(url: &str) -> Result<Forward, String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("--forward {url:?}: only http:// URLs are supported"))?;
+        .ok_or("only http:// URLs are supported")?;
     let (addr, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, "/v1/traces"),
     };
     if addr.is_empty() {
-        return Err(format!("--forward {url:?}: no host:port"));
+        return Err("no host:port".into());
     }
     Ok(Forward {
         addr: addr.to_string(),
@@ -83,39 +93,6 @@ fn forward(f: &Forward, bytes: &[u8]) {
     }
 }
 
-fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut opts = Options {
-        listen: "127.0.0.1:4318".into(),
-        jsonl: None,
-        quiet: false,
-        max_body: DEFAULT_MAX_BODY,
-        forward: None,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--listen" => opts.listen = value("--listen")?,
-            "--jsonl" => opts.jsonl = Some(value("--jsonl")?),
-            "--quiet" | "-q" => opts.quiet = true,
-            "--forward" => opts.forward = Some(parse_forward(&value("--forward")?)?),
-            "--max-body" => {
-                let v = value("--max-body")?;
-                opts.max_body = v
-                    .parse()
-                    .map_err(|_| format!("--max-body: {v:?} is not a number of bytes"))?;
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok(opts)
-}
-
 /// Where decoded spans go.
 struct Output {
     quiet: bool,
@@ -123,8 +100,7 @@ struct Output {
     forward: Option<Forward>,
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let opts = parse_args(args)?;
+pub fn run(opts: Args) -> Result<(), String> {
     let jsonl = match &opts.jsonl {
         Some(path) => Some(BufWriter::new(
             OpenOptions::new()
@@ -192,7 +168,7 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
         Ok(b) => b,
         Err(e) => return Response::text(e.status(), &e.to_string()),
     };
-    let export = match ExportTraceServiceRequest::decode(bytes.as_slice()) {
+    let export = match otlp_in::decode(&bytes) {
         Ok(r) => {
             let target = out.lock().ok().and_then(|o| o.forward.clone());
             if let Some(f) = target {
@@ -213,12 +189,12 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
     let output = &mut *guard;
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
-    for (resource, scope, span) in flatten(&export) {
+    for r in otlp_in::spans(&export) {
         if !output.quiet {
-            let _ = writeln!(stdout, "{}", span_line(resource, span));
+            let _ = writeln!(stdout, "{}", span_line(r.resource, r.span));
         }
         if let Some(file) = output.jsonl.as_mut() {
-            let _ = writeln!(file, "{}", span_json(resource, scope, span, now));
+            let _ = writeln!(file, "{}", span_json(r.resource, r.scope, r.span, now));
         }
     }
     let _ = stdout.flush();
@@ -233,33 +209,6 @@ fn handle(req: &httpd::Request, body: &mut httpd::Body<'_>, out: &Mutex<Output>)
         "application/x-protobuf",
         ExportTraceServiceResponse::default().encode_to_vec(),
     )
-}
-
-type ScopeRef<'a> = Option<&'a opentelemetry_proto::tonic::common::v1::InstrumentationScope>;
-
-/// Every span with its resource attributes and scope.
-fn flatten(req: &ExportTraceServiceRequest) -> Vec<(&[KeyValue], ScopeRef<'_>, &Span)> {
-    let mut out = Vec::new();
-    for rs in &req.resource_spans {
-        let resource = rs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
-        for ss in &rs.scope_spans {
-            for sp in &ss.spans {
-                out.push((resource, ss.scope.as_ref(), sp));
-            }
-        }
-    }
-    out
-}
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
 }
 
 /// A short text form of a value, for the readable line.
@@ -365,7 +314,12 @@ fn attrs_json(attrs: &[KeyValue]) -> Value {
     )
 }
 
-fn span_json(resource: &[KeyValue], scope: ScopeRef<'_>, sp: &Span, received: u64) -> Value {
+fn span_json(
+    resource: &[KeyValue],
+    scope: Option<&InstrumentationScope>,
+    sp: &Span,
+    received: u64,
+) -> Value {
     json!({
         "time": rfc3339(sp.start_time_unix_nano),
         "received_at": rfc3339(received),
@@ -449,7 +403,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
@@ -532,8 +486,8 @@ mod tests {
     #[test]
     fn readable_line_has_the_fields() {
         let req = sample(false);
-        let (res, _, sp) = flatten(&req)[0];
-        let line = span_line(res, sp);
+        let r = otlp_in::spans(&req).next().unwrap();
+        let line = span_line(r.resource, r.span);
         for want in [
             "2023-11-14T22:13:20.000Z",
             "shop-api",
@@ -547,8 +501,8 @@ mod tests {
             assert!(line.contains(want), "{want} missing in {line}");
         }
         let req = sample(true);
-        let (res, _, sp) = flatten(&req)[0];
-        let line = span_line(res, sp);
+        let r = otlp_in::spans(&req).next().unwrap();
+        let line = span_line(r.resource, r.span);
         assert!(
             line.contains("attempted INITIATED") && line.contains("ERROR"),
             "{line}"
@@ -558,8 +512,8 @@ mod tests {
     #[test]
     fn json_has_ids_in_hex_and_everything_else() {
         let req = sample(false);
-        let (res, scope, sp) = flatten(&req)[0];
-        let v = span_json(res, scope, sp, 0);
+        let r = otlp_in::spans(&req).next().unwrap();
+        let v = span_json(r.resource, r.scope, r.span, 0);
         assert_eq!(v["trace_id"], "ab".repeat(16));
         assert_eq!(v["span_id"], "0101010101010101");
         assert_eq!(v["parent_span_id"], "");

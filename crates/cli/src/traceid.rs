@@ -4,39 +4,38 @@
 use ordertrace::config::Config;
 use ordertrace::order::lifecycle::{lifecycle_ids, DEFAULT_NAMESPACE};
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let mut order_id = None;
-    let mut namespace = None;
-    let mut url = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--namespace" => {
-                namespace = Some(it.next().ok_or("--namespace needs a value")?.clone())
-            }
-            "--url" => {
-                url = Some(
-                    it.next()
-                        .ok_or("--url needs a template with {trace_id}")?
-                        .clone(),
-                )
-            }
-            "--config" => {
-                let path = it.next().ok_or("--config needs a file")?;
-                let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-                let c = Config::from_json(&bytes)
-                    .map_err(|e| format!("{path}: invalid configuration: {e}"))?;
-                namespace = Some(c.lifecycle.namespace.clone());
-                if url.is_none() {
-                    url = c.lifecycle.trace_url.clone();
-                }
-            }
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
-            s => order_id = Some(s.to_string()),
+/// `ordertrace trace-id ORDER_ID`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The order id, as the edges see it in `order.id`
+    order_id: String,
+    /// Take the namespace (and the trace URL) from this edge plugin config
+    #[arg(long, value_name = "CONFIG.json", conflicts_with = "namespace")]
+    config: Option<String>,
+    /// The lifecycle namespace (lifecycle.namespace of the edges' config)
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    /// Also print a trace URL: TEMPLATE with {trace_id} replaced (overrides lifecycle.trace_url)
+    #[arg(long, value_name = "TEMPLATE")]
+    url: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let Args {
+        order_id,
+        config,
+        mut namespace,
+        mut url,
+    } = args;
+    if let Some(path) = config {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+        let c =
+            Config::from_json(&bytes).map_err(|e| format!("{path}: invalid configuration: {e}"))?;
+        namespace = Some(c.lifecycle.namespace.clone());
+        if url.is_none() {
+            url = c.lifecycle.trace_url.clone();
         }
     }
-    let order_id = order_id
-        .ok_or("usage: ordertrace trace-id ORDER_ID [--config C | --namespace NS] [--url T]")?;
     let ns = namespace.unwrap_or_else(|| {
         eprintln!(
             "note: no --config or --namespace given; using the default namespace {DEFAULT_NAMESPACE:?}, \

@@ -1,12 +1,11 @@
 //! OTLP/HTTP protobuf → the lifecycle transitions it carries. Everything else (request spans, the
 //! `order.lifecycle` root) is ignored.
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use ordertrace::order::lifecycle::lifecycle_ids;
-use prost::Message;
 
+use super::super::otlp_in::{self, attr};
 use super::hex;
 
 /// One status change of one order, as an edge recorded it.
@@ -37,32 +36,19 @@ pub struct Decoded {
 
 /// Decodes an `ExportTraceServiceRequest`; `Err` for bytes that are not one.
 pub fn decode(bytes: &[u8], namespace: &str) -> Result<Decoded, String> {
-    let req = ExportTraceServiceRequest::decode(bytes).map_err(|e| e.to_string())?;
+    let req = otlp_in::decode(bytes)?;
     let mut out = Decoded::default();
-    for rs in &req.resource_spans {
-        let resource = rs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
-        for ss in &rs.scope_spans {
-            for sp in &ss.spans {
-                match transition(resource, sp, namespace) {
-                    Some(t) => out.transitions.push(t),
-                    None => out.ignored += 1,
-                }
-            }
+    for r in otlp_in::spans(&req) {
+        match transition(r.resource, r.span, namespace) {
+            Some(t) => out.transitions.push(t),
+            None => out.ignored += 1,
         }
     }
     Ok(out)
 }
 
 fn attr_str(attrs: &[KeyValue], key: &str) -> Option<String> {
-    let v: &AnyValue = attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())?;
-    match v.value.as_ref()? {
+    match attr(attrs, key)?.value.as_ref()? {
         any_value::Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
         _ => None,
     }
@@ -113,7 +99,10 @@ fn transition(resource: &[KeyValue], sp: &Span, namespace: &str) -> Option<Trans
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::trace::v1::{span::Link, ResourceSpans, ScopeSpans};
+    use prost::Message;
 
     fn kv(k: &str, v: &str) -> KeyValue {
         KeyValue {

@@ -21,11 +21,6 @@ use super::httpd::{Limits, Server};
 use gaps::Step;
 use store::{OrderRow, Store};
 
-const USAGE: &str =
-    "usage: ordertrace watch --config EDGE_OR_WATCH_CONFIG.json --db FILE [--listen 127.0.0.1:4319]
-         [--max-body BYTES] [--retain-closed-days 14] [--retain-aggregate-days 90]
-         [--sweep-interval-ms 30000] [--clock-file FILE]";
-
 /// `ORDERTRACE_CLOCK_FILE`, like `--clock-file`: a file holding "now" as Unix milliseconds (tests).
 pub const CLOCK_ENV: &str = "ORDERTRACE_CLOCK_FILE";
 const META_LIFECYCLE: &str = "lifecycle";
@@ -116,78 +111,86 @@ fn lifecycle_from_meta(json: &str) -> Result<Lifecycle, String> {
     Lifecycle::compile(&raw).map_err(|e| format!("stored lifecycle: {e}"))
 }
 
-struct Options {
-    config: Option<String>,
-    db: Option<String>,
+/// `ordertrace watch`.
+#[derive(clap::Args)]
+#[command(after_help = "See docs/watch.md.")]
+pub struct WatchArgs {
+    /// An edge plugin config or a watch config {"lifecycle": {...}}: only `lifecycle` is used
+    #[arg(long, value_name = "CONFIG.json")]
+    config: String,
+    /// The SQLite store (created when missing)
+    #[arg(long, value_name = "FILE")]
+    db: String,
+    /// Address for OTLP in (POST /v1/traces), /metrics, the API and the page
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4319")]
     listen: String,
+    /// Largest OTLP request accepted (413 and counted beyond)
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body: u64,
+    /// Delete the transitions of orders closed more than N days ago
+    #[arg(long, value_name = "N", default_value_t = 14)]
     retain_closed_days: u64,
+    /// Delete stage duration samples (the histograms) older than N days
+    #[arg(long, value_name = "N", default_value_t = 90)]
     retain_aggregate_days: u64,
+    /// How often SLA gaps are recorded and retention runs (at least 10 ms)
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
     sweep_interval_ms: u64,
-    clock_file: Option<String>,
-    positional: Vec<String>,
+    #[command(flatten)]
+    clock: ClockArg,
 }
 
-fn parse_args(args: &[String], usage: &str) -> Result<Options, String> {
-    let mut o = Options {
-        config: None,
-        db: None,
-        listen: "127.0.0.1:4319".into(),
-        max_body: 4 * 1024 * 1024,
-        retain_closed_days: 14,
-        retain_aggregate_days: 90,
-        sweep_interval_ms: 30_000,
-        clock_file: None,
-        positional: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value\n{usage}"))
-        };
-        let num = |name: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name}: {v:?} is not a number"))
-        };
-        match arg.as_str() {
-            "--config" => o.config = Some(value(arg)?),
-            "--db" => o.db = Some(value(arg)?),
-            "--listen" => o.listen = value(arg)?,
-            "--clock-file" => o.clock_file = Some(value(arg)?),
-            "--max-body" => o.max_body = num(arg, value(arg)?)?,
-            "--retain-closed-days" => o.retain_closed_days = num(arg, value(arg)?)?,
-            "--retain-aggregate-days" => o.retain_aggregate_days = num(arg, value(arg)?)?,
-            "--sweep-interval-ms" => o.sweep_interval_ms = num(arg, value(arg)?)?.max(10),
-            "-h" | "--help" => return Err(usage.into()),
-            other if other.starts_with("--") => {
-                return Err(format!("unknown argument {other:?}\n{usage}"))
-            }
-            other => o.positional.push(other.to_string()),
-        }
-    }
-    Ok(o)
+/// `--clock-file`, for the service and the terminal commands alike.
+#[derive(clap::Args)]
+struct ClockArg {
+    /// Read "now" from FILE (Unix milliseconds) at every use, for tests and demos [env: ORDERTRACE_CLOCK_FILE]
+    #[arg(long, value_name = "FILE")]
+    clock_file: Option<String>,
+}
+
+/// What `journey` and `stuck` share: the store, its lifecycle model, the output form, the clock.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The watch service's SQLite store
+    #[arg(long, value_name = "FILE")]
+    db: String,
+    /// Use this config's lifecycle instead of the one the service stored
+    #[arg(long, value_name = "CONFIG.json")]
+    config: Option<String>,
+    /// Print JSON (as the service's API answers)
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    clock: ClockArg,
+}
+
+/// `ordertrace journey ORDER_ID --db FILE`.
+#[derive(clap::Args)]
+pub struct JourneyArgs {
+    /// The order id
+    order_id: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// `ordertrace stuck --db FILE`.
+#[derive(clap::Args)]
+pub struct StuckArgs {
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `ordertrace watch`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let o = parse_args(args, USAGE)?;
-    if !o.positional.is_empty() {
-        return Err(format!("unexpected argument {:?}\n{USAGE}", o.positional));
-    }
-    let config = o
-        .config
-        .ok_or_else(|| format!("--config is required\n{USAGE}"))?;
-    let db = o.db.ok_or_else(|| format!("--db is required\n{USAGE}"))?;
-    let bytes = std::fs::read(&config).map_err(|e| format!("{config}: {e}"))?;
+pub fn run(o: WatchArgs) -> Result<(), String> {
+    let WatchArgs { config, db, .. } = &o;
+    let bytes = std::fs::read(config).map_err(|e| format!("{config}: {e}"))?;
     let (lc, section) = load_lifecycle(&bytes).map_err(|e| format!("{config}: {e}"))?;
-    let store = Store::open(Path::new(&db))?;
+    let store = Store::open(Path::new(db))?;
     store.set_meta(META_LIFECYCLE, &section)?;
     let state = Arc::new(State {
         store: Mutex::new(store),
         lc,
-        clock: Clock::new(o.clock_file),
+        clock: Clock::new(o.clock.clock_file.clone()),
         counters: Counters::default(),
         max_body: o.max_body,
     });
@@ -206,7 +209,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "ordertrace watch: listening on http://{} (OTLP: POST /v1/traces), store {db}",
         server.local_addr()
     );
-    let interval = Duration::from_millis(o.sweep_interval_ms);
+    let interval = Duration::from_millis(o.sweep_interval_ms.max(10));
     let (closed_days, agg_days) = (o.retain_closed_days, o.retain_aggregate_days);
     std::thread::spawn(move || loop {
         std::thread::sleep(interval);
@@ -216,10 +219,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Opens a store for the terminal commands, with the lifecycle it was written with (or `--config`).
-fn open_for_cli(o: &Options, usage: &str) -> Result<(Store, Lifecycle), String> {
-    let db =
-        o.db.as_ref()
-            .ok_or_else(|| format!("--db is required\n{usage}"))?;
+fn open_for_cli(o: &StoreArgs) -> Result<(Store, Lifecycle), String> {
+    let db = &o.db;
     if !Path::new(db).exists() {
         return Err(format!(
             "{db}: no such store (start `ordertrace watch --db {db}` first)"
@@ -240,32 +241,15 @@ fn open_for_cli(o: &Options, usage: &str) -> Result<(Store, Lifecycle), String> 
     Ok((store, lc))
 }
 
-const JOURNEY_USAGE: &str =
-    "usage: ordertrace journey ORDER_ID --db FILE [--config CONFIG.json] [--json] [--clock-file FILE]";
-const STUCK_USAGE: &str =
-    "usage: ordertrace stuck --db FILE [--config CONFIG.json] [--json] [--clock-file FILE]";
-
-fn take_json_flag(args: &[String]) -> (bool, Vec<String>) {
-    let json = args.iter().any(|a| a == "--json");
-    (
-        json,
-        args.iter().filter(|a| *a != "--json").cloned().collect(),
-    )
-}
-
 /// `ordertrace journey ORDER_ID --db FILE`.
-pub fn run_journey(args: &[String]) -> Result<(), String> {
-    let (as_json, args) = take_json_flag(args);
-    let o = parse_args(&args, JOURNEY_USAGE)?;
-    let [order_id] = o.positional.as_slice() else {
-        return Err(JOURNEY_USAGE.into());
-    };
-    let (store, lc) = open_for_cli(&o, JOURNEY_USAGE)?;
-    let now = Clock::new(o.clock_file.clone()).now_ns();
-    let Some(view) = journey_view(&store, &lc, order_id, now)? else {
+pub fn run_journey(args: JourneyArgs) -> Result<(), String> {
+    let JourneyArgs { order_id, store: o } = args;
+    let (store, lc) = open_for_cli(&o)?;
+    let now = Clock::new(o.clock.clock_file.clone()).now_ns();
+    let Some(view) = journey_view(&store, &lc, &order_id, now)? else {
         return Err(format!("no order {order_id:?} in the store"));
     };
-    if as_json {
+    if o.json {
         println!("{}", view.to_json(&lc));
     } else {
         print!("{}", view.to_text());
@@ -274,16 +258,12 @@ pub fn run_journey(args: &[String]) -> Result<(), String> {
 }
 
 /// `ordertrace stuck --db FILE`.
-pub fn run_stuck(args: &[String]) -> Result<(), String> {
-    let (as_json, args) = take_json_flag(args);
-    let o = parse_args(&args, STUCK_USAGE)?;
-    if !o.positional.is_empty() {
-        return Err(STUCK_USAGE.into());
-    }
-    let (store, lc) = open_for_cli(&o, STUCK_USAGE)?;
-    let now = Clock::new(o.clock_file.clone()).now_ns();
+pub fn run_stuck(args: StuckArgs) -> Result<(), String> {
+    let o = args.store;
+    let (store, lc) = open_for_cli(&o)?;
+    let now = Clock::new(o.clock.clock_file.clone()).now_ns();
     let stuck = store.stuck(&lc, now)?;
-    if as_json {
+    if o.json {
         println!("{}", stuck_json(&lc, &stuck));
         return Ok(());
     }
