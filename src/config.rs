@@ -1,16 +1,14 @@
-//! Plugin configuration: JSON ([`crate::json`]) read into raw structs by [`read`] (unknown keys rejected,
+//! Plugin configuration: JSON ([`crate::json`]) read into raw structs by [`json::read`](crate::json::read) (unknown keys rejected,
 //! defaults filled in), then compiled once into a validated [`Config`]. Every error names the field it is
 //! about (`routes[2].status.request_body`), and the same code backs the filter's `on_configure` and
 //! `ordertrace check`.
 
-pub mod read;
-
+use crate::json::read::{self, Object};
 use crate::json::{self, Value};
 use crate::jsonscan::JsonPointer;
-use crate::order::{Lifecycle, RawLifecycle};
+use crate::order::{attrs, Lifecycle, RawLifecycle};
 use crate::redact::{RawRedaction, Redactor};
 use crate::template::PathTemplate;
-use read::Object;
 
 pub use crate::error::{ConfigError, ConfigErrorKind};
 
@@ -423,7 +421,7 @@ impl Config {
         for (i, r) in raw.routes.iter().enumerate() {
             routes.push(compile_route(i, r)?);
         }
-        let redactor = Redactor::compile(&raw.redaction)?;
+        let redactor = Redactor::compile(&raw.redaction)?.with_hot_keys(attrs::emitted());
         let lifecycle = Lifecycle::compile(&raw.lifecycle)?;
         let mut header_names: Vec<String> = Vec::new();
         for r in &routes {
@@ -605,7 +603,7 @@ fn compile_route(i: usize, r: &RawRoute) -> Result<Route, ConfigError> {
                 format!("attribute name {name:?} must be 1 to 128 bytes"),
             ));
         }
-        if crate::order::attrs::reserved_by_edge(name) {
+        if attrs::reserved_by_edge(name) {
             return Err(ConfigError::new(
                 format!("routes[{i}].attributes.{name}"),
                 "is set by the filter itself; use order_id / status instead",

@@ -1,7 +1,7 @@
 //! A small, strict JSON parser (RFC 8259) for the plugin configuration: bytes in, a [`Value`] tree out.
 //!
 //! The configuration is parsed once, at load, so the parser is built for size and for clear errors rather
-//! than speed: a recursive descent over the bytes, no generic code, no maps. [`config::read`] then takes
+//! than speed: a recursive descent over the bytes, no generic code, no maps. [`json::read`] then takes
 //! typed fields out of the tree by name.
 //!
 //! What it accepts is exactly RFC 8259, and nothing more:
@@ -17,7 +17,9 @@
 //! integer when the text is one (no fraction, no exponent). Every error carries the line and column (1-based,
 //! the column counted in bytes) where the parser stopped.
 //!
-//! [`config::read`]: crate::config::read
+//! [`json::read`]: crate::json::read
+
+pub mod read;
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 //! `crates/collector`, `crates/cli`), which the compiler keeps out of here.
 //!
 //! Imports run one way, leaves first: `error`, `text`, `tracecontext`, `template`, `json`, `jsonscan` →
-//! `config::read` → `redact`, `order` → `config` → `otlp`, `metrics`, `export`, `ids`, `host` → `worker`.
+//! `json::read` → `redact`, `order` → `config` → `otlp`, `metrics`, `export`, `ids`, `host` → `worker`.
 //! The core talks to its host through the traits in [`host`]; tests use the mock host in `testing`.
 
 pub mod config;

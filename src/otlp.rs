@@ -4,7 +4,6 @@
 //! such; an export request is then framed around the queued bytes without re-encoding anything
 //! (`ExportTraceServiceRequest { resource_spans: [ { resource, scope_spans: [ { scope, spans } ] } ] }`).
 
-use crate::redact::{Redacted, Redactor};
 use crate::tracecontext::{SpanId, TraceId};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,48 +69,6 @@ impl SpanRecord {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
     }
-}
-
-/// Attributes whose values the caller has already redacted with structure-aware rules (`url.path` keeps
-/// template variables, `url.query` works per parameter); the generic pass leaves them alone.
-pub const PRE_REDACTED: [&str; 2] = ["url.path", "url.query"];
-
-fn redact_attrs(redactor: &Redactor, attrs: &mut Vec<(String, AttrValue)>) {
-    attrs.retain_mut(|(k, v)| {
-        if PRE_REDACTED.contains(&k.as_str()) {
-            return true;
-        }
-        let AttrValue::Str(s) = v else { return true };
-        match redactor.attribute(k, s) {
-            Redacted::Drop => false,
-            Redacted::Keep(std::borrow::Cow::Borrowed(_)) => true,
-            Redacted::Keep(std::borrow::Cow::Owned(new)) => {
-                *s = new;
-                true
-            }
-        }
-    });
-}
-
-fn redact_text(redactor: &Redactor, s: &mut String) {
-    if let std::borrow::Cow::Owned(new) = redactor.text(s) {
-        *s = new;
-    }
-}
-
-/// Pass every string of the span through the redactor: span name, attribute values (by key rules and
-/// detectors), event names and attributes, link attributes, the status message.
-pub fn redact_span(redactor: &Redactor, span: &mut SpanRecord) {
-    redact_text(redactor, &mut span.name);
-    redact_attrs(redactor, &mut span.attributes);
-    for e in &mut span.events {
-        redact_text(redactor, &mut e.name);
-        redact_attrs(redactor, &mut e.attributes);
-    }
-    for l in &mut span.links {
-        redact_attrs(redactor, &mut l.attributes);
-    }
-    redact_text(redactor, &mut span.status_message);
 }
 
 // Hand-written protobuf encoding of the OTLP messages the filter sends. The generated types would build a
@@ -321,7 +278,9 @@ fn status_body(s: &SpanRecord) -> Option<(&str, u64)> {
 /// The bytes of the OTLP `Span` message for a (redacted) record: trace_id = 1, span_id = 2,
 /// parent_span_id = 4, name = 5, kind = 6, start = 7, end = 8, attributes = 9, events = 11, links = 13,
 /// status = 15, flags = 16.
-fn encode_record(s: &SpanRecord) -> Vec<u8> {
+/// The bytes of one OTLP `Span` message, as the record is. Crate-private: outside the core a span is
+/// encoded only through [`crate::redact::encode_span`], which redacts first.
+pub(crate) fn encode_record(s: &SpanRecord) -> Vec<u8> {
     let end_ns = s.end_ns.max(s.start_ns);
     let status = status_body(s);
     let status_len = status.map(|(m, c)| str_len(2, m) + uint_len(3, c));
@@ -377,12 +336,6 @@ fn encode_record(s: &SpanRecord) -> Vec<u8> {
     }
     put_fixed32(&mut out, 16, span_flags(s));
     out
-}
-
-/// Redact, then encode: the bytes of one OTLP `Span` message. The only way the core turns a span into bytes.
-pub fn encode_span(redactor: &Redactor, mut span: SpanRecord) -> Vec<u8> {
-    redact_span(redactor, &mut span);
-    encode_record(&span)
 }
 
 /// The parts of an export request that do not change between batches, encoded once per VM.
@@ -453,6 +406,7 @@ impl BatchFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::{encode_span, Redactor};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use prost::Message;

@@ -23,19 +23,20 @@ use hmac::digest::{Key, KeyInit};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::config::read::{self, Object};
 use crate::error::{ConfigError, ConfigErrorKind};
+use crate::json::read::{self, Object};
 use crate::json::Value;
-use crate::order::attrs;
 
 mod detectors;
 mod keys;
+mod span;
 mod url;
 
 pub use detectors::Detector;
 pub use keys::{
     KeyAction, DEFAULT_ALLOW_KEYS, DEFAULT_DENY_KEYS, DEFAULT_PSEUDONYMISE_KEYS, SEMCONV_KEYS,
 };
+pub use span::{encode_span, redact_span, PRE_REDACTED};
 
 use detectors::DetectorSet;
 use keys::{KeyRules, UserLists};
@@ -439,6 +440,16 @@ impl Redactor {
     /// Compile the configuration as the proxy filter does: the HMAC key must be inline
     /// (`redaction.hmac_key`); `hmac_key_env` / `hmac_key_file` cannot be read here and are an error when a
     /// key is needed.
+    /// Resolves the key rules of `keys` once, for the attribute keys the caller emits on (nearly) every
+    /// span (`order::attrs::emitted()`): a message's two spans carry about a dozen, so looking their
+    /// rules up per span was most of the redaction cost per message. Decisions do not change.
+    pub fn with_hot_keys(mut self, keys: impl Iterator<Item = &'static str>) -> Redactor {
+        self.hot_keys = keys
+            .map(|k| (k, self.keys.lookup(k).map(|r| r.action)))
+            .collect();
+        self
+    }
+
     pub fn compile(raw: &RawRedaction) -> Result<Redactor, ConfigError> {
         Self::compile_with_key_resolver(raw, &mut |src| {
             Err(match src {
@@ -590,11 +601,7 @@ impl Redactor {
             }
         };
 
-        // The keys ordertrace itself emits on (nearly) every span: a message's two spans carry about a
-        // dozen, so looking their rules up per span was most of the redaction cost per message.
-        let hot_keys = attrs::emitted()
-            .map(|k| (k, keys.lookup(k).map(|r| r.action)))
-            .collect();
+        let hot_keys = Vec::new();
         Ok(Redactor {
             enabled,
             actions,

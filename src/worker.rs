@@ -8,7 +8,8 @@ use crate::host::{RandomSource, SharedData};
 use crate::ids::IdGenerator;
 use crate::metrics::{Counters, Labelled, LabelledMetrics};
 use crate::order::{self, attrs, Cause, LastStatus, Lifecycle};
-use crate::otlp::{self, AttrValue, BatchFrame, SpanRecord};
+use crate::otlp::{AttrValue, BatchFrame, SpanRecord};
+use crate::redact;
 
 /// Everything one worker (one Envoy worker thread, one wasm VM) shares between its streams.
 pub struct Worker<R: RandomSource> {
@@ -73,7 +74,7 @@ impl<R: RandomSource> Worker<R> {
 
     /// Encodes (redacting first) and queues one span for export.
     pub fn export(&mut self, span: SpanRecord) {
-        let bytes = otlp::encode_span(&self.config.redactor, span);
+        let bytes = redact::encode_span(&self.config.redactor, span);
         self.queue.push(bytes, &mut self.counters);
     }
 

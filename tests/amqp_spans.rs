@@ -1191,7 +1191,7 @@ fn per_message_cost() {
             false,
         );
         for span in sim.take_spans() {
-            encoded += ordertrace::otlp::encode_span(&config.redactor, span).len();
+            encoded += ordertrace::redact::encode_span(&config.redactor, span).len();
         }
         sim.upstream.clear();
         sim.downstream.clear();

@@ -12,8 +12,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::read::{self, Object};
 use crate::error::{ConfigError, ConfigErrorKind};
+use crate::json::read::{self, Object};
 use crate::json::Value;
 use crate::tracecontext::{SpanId, TraceId};
 

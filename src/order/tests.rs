@@ -1,15 +1,12 @@
 //! The order domain's rules, table-driven: the status mark, the transition judgement, the lifecycle spans.
 
 use super::*;
-use crate::config::Config;
 
 const MS: u64 = 1_000_000;
 
 /// The reference lifecycle (its default statuses and transitions).
 fn lifecycle() -> Lifecycle {
-    let json = r#"{"service":"s","collector":{"cluster":"c"},"redaction":{"enabled":false},
-        "lifecycle":{"namespace":"test-ns"}}"#;
-    Config::from_json(json.as_bytes()).unwrap().lifecycle
+    Lifecycle::compile(&RawLifecycle::from_json(br#"{"namespace":"test-ns"}"#).unwrap()).unwrap()
 }
 
 fn last(order_id: &str, status: &str, at_ms: u64) -> LastStatus {

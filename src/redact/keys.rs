@@ -11,6 +11,7 @@
 use std::cmp::Ordering;
 
 use crate::error::ConfigError;
+use crate::order::attrs;
 
 /// What the key rules decide for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +88,10 @@ pub const DEFAULT_DENY_KEYS: &[&str] = &[
 
 /// The built-in allow list: values kept verbatim, detectors skipped. Configured `allow_keys` are added.
 pub const DEFAULT_ALLOW_KEYS: &[&str] = &[
-    "order.id",
-    "order.status",
-    "order.status.previous",
-    "order.status.attempted",
+    attrs::ORDER_ID,
+    attrs::ORDER_STATUS,
+    attrs::ORDER_STATUS_PREVIOUS,
+    attrs::ORDER_STATUS_ATTEMPTED,
     "http.route",
     "http.request.method",
     "http.response.status_code",

@@ -15,8 +15,8 @@
 //!     {"on": "consume", "queue": "mes.submitted", "order_id": {"header": "x-order-id"}}]}
 //! ```
 
-use ordertrace::config::read::{self, Object};
 use ordertrace::config::{Config, ConfigError, ConfigErrorKind};
+use ordertrace::json::read::{self, Object};
 use ordertrace::json::Value;
 use ordertrace::jsonscan::JsonPointer;
 

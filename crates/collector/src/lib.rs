@@ -40,8 +40,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span, TracesData};
 use prost::Message;
 
-use ordertrace::config::read::{self, Object};
 use ordertrace::config::{ConfigError, ConfigErrorKind, RawMethods, MAX_ROUTES};
+use ordertrace::json::read::{self, Object};
 use ordertrace::json::{self, Value as JsonValue};
 use ordertrace::order::{attrs, LastStatus, Lifecycle, RawLifecycle, StatusMark};
 use ordertrace::otlp::AttrValue;
@@ -430,7 +430,8 @@ impl CollectorConfig {
         raw: &RawCollectorConfig,
         resolve: &mut dyn FnMut(HmacKeySource<'_>) -> Result<String, String>,
     ) -> Result<CollectorConfig, ConfigError> {
-        let redactor = Redactor::compile_with_key_resolver(&raw.redaction, resolve)?;
+        let redactor = Redactor::compile_with_key_resolver(&raw.redaction, resolve)?
+            .with_hot_keys(attrs::emitted());
         let lifecycle = Lifecycle::compile(&raw.lifecycle)?;
         if raw.routes.len() > MAX_ROUTES {
             return Err(cfg_err("routes", format!("at most {MAX_ROUTES} rules")));
