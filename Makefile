@@ -135,6 +135,11 @@ bench: setup setup-bench setup-test wasm bench-empty-filter ## side-by-side benc
 bench-quick: setup setup-bench wasm bench-empty-filter ## the same benchmark, quick (3 rounds x 2 s, ~1 min)
 	python3 scripts/bench.py --envoy $(ENVOY) --wasm $(WASM) --quick --with-empty
 
+.PHONY: bench-load
+bench-load: setup wasm bench-empty-filter ## load cost of each module: Envoy start-to-ready, CPU seconds to ready, RSS over plain Envoy (5 rounds, ~1 min)
+	python3 scripts/load_cost.py --envoy $(ENVOY) --rounds 5 \
+	  --module http=$(WASM):http --module amqp=$(AMQP_WASM):network --json target/load-cost.json
+
 .PHONY: bench-empty-filter
 bench-empty-filter: setup ## the benchmark's floor: a Rust proxy-wasm filter that does nothing (bench/empty-filter)
 	$(CARGO) build --release --target $(WASM_TARGET) --manifest-path bench/empty-filter/Cargo.toml --target-dir target/bench-empty
