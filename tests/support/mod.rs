@@ -12,13 +12,7 @@
 //!
 //! Nothing here skips: a missing `.venv/bin/envoy` or `dist/ordertrace.wasm` is a test failure that
 //! says which make target to run.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(dead_code)]
 
 #[path = "../../crates/cli/src/httpd.rs"]
 pub mod httpd;
