@@ -2,6 +2,7 @@
 //! the real Envoy (`envoy/amqp-crm.yaml`, ports substituted) running `dist/ordertrace-amqp.wasm`, with a Rust
 //! AMQP client (amiquip) publishing and consuming through Envoy, and the OTLP the filter exports decoded
 //! in-process. Nothing skips: a missing broker, Envoy or wasm fails with the make target to run.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

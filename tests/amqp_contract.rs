@@ -11,6 +11,7 @@
 //! - the bytes that reach the client: the broker's, untouched;
 //! - the spans exported over OTLP (decoded protobuf: names, kinds, ids, parents, links, attributes,
 //!   events, status, times) and the AMQP counters.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

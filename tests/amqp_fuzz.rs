@@ -9,6 +9,7 @@
 //!
 //! `AMQP_FUZZ_SECS` sets the time (default 3 s; CI runs longer), `AMQP_FUZZ_SEED` the seed. A failing input is
 //! written to `$TMPDIR/ordertrace-amqp-fuzz-failure.amqp` (corpus format) with its seed in the message.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

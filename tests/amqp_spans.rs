@@ -1,5 +1,6 @@
 //! The AMQP network filter's core, natively: scripted client/broker sessions through the Envoy buffer model,
 //! asserting on spans, counters and the bytes the broker receives.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,6 +1,12 @@
 //! The `ordertrace` command line as a user meets it: help and version on stdout with exit 0, usage
 //! errors on stderr with exit 2 and the reason on the first line, failures of a command with exit 1.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::process::{Command, Stdio};
 

@@ -8,6 +8,7 @@
 //!
 //! `make bench-collector` runs the ignored benchmark: spans per second through `process` per core.
 
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

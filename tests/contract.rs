@@ -8,6 +8,7 @@
 //!   collector failures and retries, the bounded queue and flat guest memory over 100 000
 //!   requests, no request-header reads in response callbacks, untouched headers, body limits.
 
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -2,6 +2,7 @@
 //! `dist/ordertrace.wasm` (`make build`), with the shipped `envoy/*.yaml` (demo ports substituted),
 //! an in-process upstream that records what reached it and an in-process OTLP receiver that decodes
 //! the protobuf. Each test starts its own Envoy, so they run in parallel.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

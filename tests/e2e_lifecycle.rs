@@ -6,6 +6,7 @@
 //! is flagged; each edge's `/stats/prometheus` carries the labelled metrics that deploy/prometheus/
 //! uses. The config checks at the bottom keep envoy/, the lifecycle config and the Prometheus rules in
 //! step. Nothing here skips: a missing Envoy or `.wasm` fails with the make target to run.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -3,6 +3,7 @@
 //! substituted, routes extended with attributes that pull PII out of bodies, headers and queries), then
 //! a scan of what the filter exported: the raw OTLP request bodies as received and every string of the
 //! decoded requests. No PII form may appear; every order id and status must.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

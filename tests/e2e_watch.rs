@@ -14,6 +14,7 @@
 //! (`/api/orders/{id}`: every transition, the service it passed through, the request trace the
 //! service saw) and in `ordertrace stuck` run against the same store. Nothing here skips: a missing
 //! Envoy or `.wasm` fails with the make target to run.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -8,6 +8,7 @@
 //! docs/benchmarks.md ("Fuel per request"). Fuel does not depend on how the test binary is built,
 //! so the debug build is used.
 
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

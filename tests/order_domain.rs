@@ -2,7 +2,7 @@
 //! status outcome and the same transition with the same attributes, because all three decide through the
 //! core's order domain (`ordertrace::order`). Run natively on the crates' logic; the built modules are
 //! held to the native logic by the contract tests.
-// clippy.toml's allow-*-in-tests covers #[test] functions only, not the helpers of a test crate.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

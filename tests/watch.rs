@@ -1,11 +1,12 @@
 //! `ordertrace watch` end to end: the service binary with a temp store and a file clock, OTLP batches
 //! built with opentelemetry-proto (duplicates, out-of-order arrivals, restarts), the JSON API,
 //! `/metrics`, the terminal commands, retention, and the pages in headless Chromium.
+// Helpers too: clippy.toml's allow-*-in-tests exempts only #[test] fns and #[cfg(test)] items.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    clippy::indexing_slicing
 )]
 
 mod support;

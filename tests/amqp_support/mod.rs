@@ -1,12 +1,6 @@
 //! Building AMQP 0-9-1 traffic for the tests (`mod amqp_support;`): frames, whole exchanges, scripted
 //! sessions run through the Envoy buffer model ([`ordertrace_amqp::sim::Sim`]).
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(dead_code)]
 
 use ordertrace::otlp::{AttrValue, SpanRecord};
 use ordertrace_amqp::config::Amqp;

@@ -3,13 +3,7 @@
 //! cookie, all on 127.0.0.1; stopped (and its epmd killed) on drop.
 //!
 //! Nothing skips: a missing `rabbitmq-server` is a test failure that says to run `make setup`.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(dead_code)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

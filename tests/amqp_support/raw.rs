@@ -1,13 +1,7 @@
 //! A minimal AMQP 0-9-1 client over a plain socket, for what the real-broker tests need and amiquip does
 //! not offer (transactions: `tx.select` / `tx.commit` / `tx.rollback`). Frames are built and read with the
 //! crate's own codec; every wait is bounded.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
