@@ -953,6 +953,29 @@ fn bad_plugin_config_is_rejected_naming_the_field() {
     );
 }
 
+#[test]
+fn each_module_refuses_the_others_configuration() {
+    // The HTTP module with an `amqp` section: refused, naming the section and the module to use.
+    let cfg = EdgeConfig::load("shop").with_plugin(|c| c["amqp"] = json!({"rules": []}));
+    let err = envoy_validate(cfg.yaml()).expect_err("the HTTP module must refuse `amqp`");
+    assert!(
+        err.contains("amqp: is for the AMQP module"),
+        "the error must name the field and the module:\n{err}"
+    );
+    // The shipped AMQP edge pointed at the HTTP module: the same refusal.
+    let yaml = EdgeConfig::load("amqp-crm")
+        .yaml()
+        .replace("dist/ordertrace-amqp.wasm", "dist/ordertrace.wasm");
+    let err = envoy_validate(&yaml).expect_err("the HTTP module is no network filter");
+    assert!(err.contains("amqp: is for the AMQP module"), "{err}");
+    // The AMQP module without its section: refused, naming it.
+    let cfg = EdgeConfig::load("amqp-crm").with_plugin(|c| {
+        c.as_object_mut().unwrap().remove("amqp");
+    });
+    let err = envoy_validate(cfg.yaml()).expect_err("the AMQP module needs `amqp`");
+    assert!(err.contains("amqp: missing"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The demo's pieces: shipped config + `ordertrace refapi --record` + `ordertrace sink --jsonl`
 
