@@ -19,24 +19,39 @@
 //!
 //! A stream the decoder cannot follow (TLS, AMQP 1.0, garbage, a frame over the limit) makes the
 //! connection pass through untouched from that byte on, counted in `passthrough`.
+//!
+//! ## Where things are
+//! - this module: the [`Connection`] type and its API, the buffer bookkeeping of the client direction
+//!   (held bytes, frame rewrites), the dispatch of decoded events, and what belongs to the connection or
+//!   a channel as a whole (tune, open, close, blocked);
+//! - `publish`: client publishes — the producer span, the `traceparent` injection, and the publish
+//!   waiting for its confirm or transaction;
+//! - `deliver`: what the client consumes — consumers and `basic.get`, deliveries and `get-ok`s from the
+//!   broker and their consumer spans;
+//! - `settle`: how waiting publishes and deliveries end — acks, nacks, rejects and recovers, confirms,
+//!   returns, transactions, and what a closing channel or connection still held.
+
+mod deliver;
+mod publish;
+mod settle;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::{Amqp, MessageKey};
 use crate::decoder::{Decoder, Direction, Event, FrameSpan, GiveUp, Limits};
-use crate::frame::{
-    add_string_header, encode_frame, Close, ContentHeader, Method, Properties, FRAME_END,
-    FRAME_HEADER,
-};
+use crate::frame::{Close, Method, Properties, FRAME_END, FRAME_HEADER};
 use crate::spans::{
     method_name, reply_code_name, resolve, AmqpCounters, Msg, Outcome, PublishMemory,
 };
-use crate::wire::WireError;
 use ordertrace::host::RandomSource;
 use ordertrace::ids::IdGenerator;
 use ordertrace::metrics::Counters;
 use ordertrace::otlp::{AttrValue, Kind, SpanRecord};
-use ordertrace::tracecontext::{parse_traceparent, sampling_decision, TraceParent, FLAG_SAMPLED};
+use ordertrace::tracecontext::{sampling_decision, TraceParent};
+
+use self::deliver::Delivery;
+use self::publish::{Publish, PublishStart};
+use self::settle::{Returned, Settle};
 
 /// The most client bytes held back (`Action::Pause`) while waiting for the rest of a content-header frame.
 /// Envoy stops reading a connection whose buffer passes `per_connection_buffer_limit_bytes` (default
@@ -83,36 +98,7 @@ impl Verdict {
     }
 }
 
-struct Publish {
-    msg: Msg,
-    seq: u64,
-    exchange: String,
-    routing_key: String,
-    mandatory: bool,
-    props: Option<Properties>,
-    /// On a channel in tx mode: `Some(0)` until a `tx.commit` / `tx.rollback` takes it, then the number
-    /// of that commit or rollback. `None` outside transactions.
-    tx: Option<u64>,
-}
-
-struct Delivery {
-    msg: Msg,
-    tag: u64,
-    no_ack: bool,
-    exchange: String,
-    routing_key: String,
-    queue: Option<String>,
-    props: Option<Properties>,
-}
-
-struct Returned {
-    reply_code: u16,
-    reply_text: String,
-    exchange: String,
-    routing_key: String,
-    props: Option<Properties>,
-}
-
+/// What the connection follows on one channel.
 #[derive(Default)]
 struct Channel {
     confirm: bool,
@@ -214,6 +200,11 @@ fn header_traceparent(props: Option<&Properties>) -> Option<&[u8]> {
 
 fn new_flags(ratio: f64, trace_id: &ordertrace::tracecontext::TraceId) -> u8 {
     u8::from(sampling_decision(ratio, trace_id))
+}
+
+/// A count or size as a span attribute (saturating at `i64::MAX`).
+fn int_attr(v: u64) -> AttrValue {
+    AttrValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 impl Connection {
@@ -355,24 +346,9 @@ impl Connection {
         // What was in flight cannot be followed any further; end it without claiming an outcome.
         let channels = std::mem::take(&mut self.channels);
         for (_, ch) in channels {
-            let msgs = ch
-                .publishing
-                .into_iter()
-                .chain(ch.unconfirmed)
-                .map(|p| p.msg)
-                .chain(ch.receiving.into_iter().chain(ch.unacked).map(|d| d.msg));
-            for mut m in msgs {
-                m.str_attr("messaging.rabbitmq.outcome", "unknown");
-                m.str_attr("ordertrace.amqp.gave_up", why.as_str());
-                push(env, m.finish(env.now_ns, Outcome::Ok));
-            }
+            settle::give_up_channel(ch, env, why);
         }
-        if let Some(b) = self.blocked.take() {
-            push(
-                env,
-                b.finish(env.now_ns, blocked_outcome(&self.blocked_reason)),
-            );
-        }
+        self.end_blocked(env);
     }
 
     fn channel(&mut self, id: u16) -> Option<&mut Channel> {
@@ -455,27 +431,7 @@ impl Connection {
                     *ch = Channel::default();
                 }
             }
-            Method::ChannelClose(_) => {
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.closing = true;
-                    let unacked: Vec<Delivery> = ch.unacked.drain(..).collect();
-                    for d in unacked {
-                        env.amqp.requeues += 1;
-                        let mut m = d.msg;
-                        m.str_attr("messaging.rabbitmq.outcome", "channel_closed");
-                        push(
-                            env,
-                            m.finish(
-                                env.now_ns,
-                                Outcome::Error {
-                                    kind: "channel_closed".into(),
-                                    message: "channel closed before the ack; the broker requeues the message".into(),
-                                },
-                            ),
-                        );
-                    }
-                }
-            }
+            Method::ChannelClose(_) => self.channel_close_sent(channel, env),
             Method::ConfirmSelect { .. } => {
                 if let Some(ch) = self.channel(channel) {
                     ch.confirm = true;
@@ -486,46 +442,15 @@ impl Connection {
                     ch.tx = true;
                 }
             }
-            Method::TxCommit | Method::TxRollback => {
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    if ch.tx && ch.tx_waiting.len() < 256 {
-                        ch.tx_sent += 1;
-                        let n = ch.tx_sent;
-                        for p in ch.unconfirmed.iter_mut().filter(|p| p.tx == Some(0)) {
-                            p.tx = Some(n);
-                        }
-                        ch.tx_waiting
-                            .push_back((n, matches!(method, Method::TxCommit)));
-                    }
-                }
-            }
-            Method::BasicCancel { consumer_tag } => {
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.consumers.remove(&consumer_tag);
-                }
-            }
+            Method::TxCommit => self.tx_end_sent(channel, true),
+            Method::TxRollback => self.tx_end_sent(channel, false),
+            Method::BasicCancel { consumer_tag } => self.cancel_sent(channel, &consumer_tag),
             Method::BasicConsume {
                 queue,
                 consumer_tag,
                 no_ack,
-            } => {
-                if let Some(ch) = self.channel(channel) {
-                    if !consumer_tag.is_empty() && ch.consumers.len() < 4096 {
-                        ch.consumers
-                            .insert(consumer_tag.clone(), (queue.clone(), no_ack));
-                    }
-                    if ch.pending_consume.len() < 256 {
-                        ch.pending_consume.push_back((queue, consumer_tag, no_ack));
-                    }
-                }
-            }
-            Method::BasicGet { queue, no_ack } => {
-                if let Some(ch) = self.channel(channel) {
-                    if ch.pending_get.len() < 256 {
-                        ch.pending_get.push_back((queue, no_ack));
-                    }
-                }
-            }
+            } => self.consume_sent(channel, queue, consumer_tag, no_ack),
+            Method::BasicGet { queue, no_ack } => self.get_sent(channel, queue, no_ack),
             Method::BasicAck {
                 delivery_tag,
                 multiple,
@@ -543,226 +468,6 @@ impl Connection {
                 self.settle(channel, 0, true, Settle::Recover(requeue), env)
             }
             _ => {}
-        }
-    }
-
-    fn on_publish_header<R: RandomSource>(
-        &mut self,
-        p: PublishStart,
-        env: &mut Env<'_, R>,
-        ctx: &mut EditCtx,
-        buf: &[u8],
-    ) {
-        let props = p.header.ok().map(|h: ContentHeader| h.properties);
-        let parsed = props.is_some();
-        let incoming = header_traceparent(props.as_ref()).map(parse_traceparent);
-        let has_header = props
-            .as_ref()
-            .and_then(|p| p.headers.as_ref())
-            .is_some_and(|t| t.get(TRACEPARENT).is_some());
-        let (trace_id, parent, flags, carried) = match incoming {
-            Some(Ok(tp)) => (
-                tp.trace_id,
-                Some(tp.parent_id),
-                tp.flags,
-                Some(tp.parent_id),
-            ),
-            other => {
-                if matches!(other, Some(Err(_))) || has_header {
-                    env.counters.traceparent_malformed += 1;
-                } else {
-                    env.counters.traceparent_created += 1;
-                }
-                let t = env.ids.trace_id();
-                (t, None, new_flags(env.sampling_ratio, &t), None)
-            }
-        };
-        let span_id = env.ids.span_id();
-        let ctx_out = TraceParent {
-            trace_id,
-            parent_id: span_id,
-            flags,
-        };
-        let mut carried = carried;
-        if env.config.inject && !has_header {
-            let injected =
-                parsed && self.inject(p.channel, p.frame, &p.payload, &ctx_out, ctx, buf);
-            if injected {
-                env.amqp.injected += 1;
-                carried = Some(span_id);
-            } else {
-                env.amqp.inject_skipped += 1;
-            }
-        }
-        if let Some(c) = carried {
-            env.memory.remember(c, env.now_ns);
-        }
-        let dest = destination(&p.exchange).to_string();
-        let mut msg = Msg {
-            trace_id,
-            span_id,
-            parent,
-            flags,
-            link: None,
-            name: format!("publish {dest}"),
-            kind: Kind::Producer,
-            start_ns: env.now_ns,
-            attributes: Vec::with_capacity(12),
-            events: Vec::new(),
-            order_id: None,
-            status: None,
-            error: None,
-        };
-        msg.str_attr("messaging.system", "rabbitmq");
-        msg.str_attr("messaging.operation.type", "send");
-        msg.str_attr("messaging.operation.name", "publish");
-        msg.str_attr("messaging.destination.name", &dest);
-        if !p.routing_key.is_empty() {
-            msg.str_attr("messaging.rabbitmq.destination.routing_key", &p.routing_key);
-        }
-        message_attrs(&mut msg, props.as_ref());
-        if let Some(v) = &self.vhost {
-            msg.str_attr("messaging.rabbitmq.vhost", v);
-        }
-        if let Some(reason) = &self.blocked_reason {
-            msg.event(
-                "messaging.rabbitmq.connection.blocked",
-                env.now_ns,
-                vec![(
-                    "messaging.rabbitmq.blocked.reason".into(),
-                    AttrValue::Str(reason.clone()),
-                )],
-            );
-        }
-        let publish = Publish {
-            msg,
-            seq: 0,
-            exchange: p.exchange,
-            routing_key: p.routing_key,
-            mandatory: p.mandatory,
-            props,
-            tx: None,
-        };
-        if let Some(ch) = self.channel(p.channel) {
-            ch.publishing = Some(publish);
-        }
-    }
-
-    /// Rewrites the content-header frame with a `traceparent` header; false when it cannot.
-    fn inject(
-        &self,
-        channel: u16,
-        at: FrameSpan,
-        payload: &[u8],
-        tp: &TraceParent,
-        ctx: &mut EditCtx,
-        buf: &[u8],
-    ) -> bool {
-        let Ok(payload) = add_string_header(payload, TRACEPARENT, tp.format().as_bytes()) else {
-            return false;
-        };
-        let frame = encode_frame(FRAME_HEADER, channel, &payload);
-        if self.frame_max != 0 && frame.len() as u64 > u64::from(self.frame_max) {
-            return false;
-        }
-        ctx.replace(at, frame, buf)
-    }
-
-    fn on_publish_body<R: RandomSource>(
-        &mut self,
-        channel: u16,
-        prefix: &[u8],
-        body_size: u64,
-        env: &mut Env<'_, R>,
-    ) {
-        let max_pending = env.config.max_pending;
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let Some(mut p) = ch.publishing.take() else {
-            return;
-        };
-        p.msg.attr(
-            "messaging.message.body.size",
-            AttrValue::Int(i64::try_from(body_size).unwrap_or(i64::MAX)),
-        );
-        let key = MessageKey {
-            publish: true,
-            exchange: &p.exchange,
-            routing_key: &p.routing_key,
-            queue: None,
-        };
-        apply_rule(&mut p.msg, env, &key, p.props.as_ref(), prefix, body_size);
-        ch.last_publish = Some(p.msg.context());
-        if ch.confirm {
-            ch.publish_seq += 1;
-            p.seq = ch.publish_seq;
-        } else if ch.tx {
-            p.tx = Some(0);
-        } else {
-            push(env, p.msg.finish(env.now_ns, Outcome::Ok));
-            return;
-        }
-        if ch.unconfirmed.len() >= max_pending {
-            env.amqp.pending_overflow += 1;
-            p.msg.str_attr("messaging.rabbitmq.confirm", "untracked");
-            push(env, p.msg.finish(env.now_ns, Outcome::Ok));
-            return;
-        }
-        ch.unconfirmed.push_back(p);
-    }
-
-    fn settle<R: RandomSource>(
-        &mut self,
-        channel: u16,
-        tag: u64,
-        multiple: bool,
-        how: Settle,
-        env: &mut Env<'_, R>,
-    ) {
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let done: Vec<Delivery> = if multiple {
-            let (settled, kept): (Vec<Delivery>, Vec<Delivery>) =
-                ch.unacked.drain(..).partition(|d| tag == 0 || d.tag <= tag);
-            ch.unacked = kept.into();
-            settled
-        } else {
-            match ch.unacked.iter().position(|d| d.tag == tag) {
-                Some(i) => ch.unacked.remove(i).into_iter().collect(),
-                None => Vec::new(),
-            }
-        };
-        for d in done {
-            let mut m = d.msg;
-            let outcome = match how {
-                Settle::Ack => {
-                    m.str_attr("messaging.rabbitmq.outcome", "ack");
-                    Outcome::Ok
-                }
-                Settle::Nack(requeue) | Settle::Reject(requeue) | Settle::Recover(requeue) => {
-                    let kind = match how {
-                        Settle::Nack(_) => "nack",
-                        Settle::Reject(_) => "reject",
-                        _ => "recover",
-                    };
-                    m.str_attr("messaging.rabbitmq.outcome", kind);
-                    m.attr("messaging.rabbitmq.requeue", AttrValue::Bool(requeue));
-                    if requeue {
-                        env.amqp.requeues += 1;
-                    }
-                    Outcome::Error {
-                        kind: kind.into(),
-                        message: if requeue {
-                            "returned to the queue for redelivery".into()
-                        } else {
-                            "discarded (or dead-lettered) by the consumer".into()
-                        },
-                    }
-                }
-            };
-            push(env, m.finish(env.now_ns, outcome));
         }
     }
 
@@ -786,73 +491,23 @@ impl Connection {
                 }
                 let props = header.ok().map(|h| h.properties);
                 match method {
-                    Some(Method::BasicDeliver {
-                        consumer_tag,
-                        delivery_tag,
-                        redelivered,
-                        exchange,
-                        routing_key,
-                    }) => {
-                        let (queue, no_ack) = self
-                            .channels
-                            .get(&channel)
-                            .and_then(|ch| ch.consumers.get(&consumer_tag))
-                            .map_or((None, false), |(q, n)| (Some(q.clone()), *n));
-                        let d = DeliveryStart {
-                            channel,
-                            operation: "deliver",
-                            tag: delivery_tag,
-                            redelivered,
-                            exchange,
-                            routing_key,
-                            queue,
-                            no_ack,
-                            props,
-                        };
-                        self.on_delivery_header(d, env);
-                    }
-                    Some(Method::BasicGetOk {
-                        delivery_tag,
-                        redelivered,
-                        exchange,
-                        routing_key,
-                        ..
-                    }) => {
-                        let (queue, no_ack) = self
-                            .channels
-                            .get_mut(&channel)
-                            .and_then(|ch| ch.pending_get.pop_front())
-                            .map_or((None, false), |(q, n)| (Some(q), n));
-                        let d = DeliveryStart {
-                            channel,
-                            operation: "get",
-                            tag: delivery_tag,
-                            redelivered,
-                            exchange,
-                            routing_key,
-                            queue,
-                            no_ack,
-                            props,
-                        };
-                        self.on_delivery_header(d, env);
-                    }
                     Some(Method::BasicReturn {
                         reply_code,
                         reply_text,
                         exchange,
                         routing_key,
                     }) => {
-                        if let Some(ch) = self.channel(channel) {
-                            ch.returning = Some(Returned {
-                                reply_code,
-                                reply_text,
-                                exchange,
-                                routing_key,
-                                props,
-                            });
-                        }
+                        let r = Returned {
+                            reply_code,
+                            reply_text,
+                            exchange,
+                            routing_key,
+                            props,
+                        };
+                        self.on_return_header(channel, r);
                     }
-                    _ => {}
+                    Some(method) => self.on_delivery_header(channel, method, props, env),
+                    None => {}
                 }
             }
             Event::Body {
@@ -870,98 +525,16 @@ impl Connection {
         env: &mut Env<'_, R>,
     ) {
         match method {
-            Method::ConnectionClose(close) => {
-                if close.reply_code != 200 {
-                    let mut m = self.standalone("connection.close", None, env);
-                    close_attrs(&mut m, &close);
-                    let outcome = Outcome::Error {
-                        kind: reply_code_name(close.reply_code),
-                        message: close.reply_text.clone(),
-                    };
-                    push(env, m.finish(env.now_ns, outcome));
-                }
-                let why = format!(
-                    "connection closed by the broker ({} {}) before the outcome was known",
-                    close.reply_code, close.reply_text
-                );
-                self.finish_all(env, &why);
-            }
-            Method::ConnectionBlocked { reason } => {
-                if self.blocked.is_none() {
-                    let mut m = self.standalone("connection.blocked", None, env);
-                    m.str_attr("messaging.rabbitmq.blocked.reason", &reason);
-                    self.blocked = Some(m);
-                }
-                let ev_attrs = vec![(
-                    "messaging.rabbitmq.blocked.reason".to_string(),
-                    AttrValue::Str(reason.clone()),
-                )];
-                for ch in self.channels.values_mut() {
-                    for p in ch.publishing.iter_mut().chain(ch.unconfirmed.iter_mut()) {
-                        p.msg.event(
-                            "messaging.rabbitmq.connection.blocked",
-                            env.now_ns,
-                            ev_attrs.clone(),
-                        );
-                    }
-                }
-                self.blocked_reason = Some(reason);
-            }
+            Method::ConnectionClose(close) => self.connection_closed_by_broker(&close, env),
+            Method::ConnectionBlocked { reason } => self.blocked(reason, env),
             Method::ConnectionUnblocked => {
-                if let Some(b) = self.blocked.take() {
-                    push(
-                        env,
-                        b.finish(env.now_ns, blocked_outcome(&self.blocked_reason)),
-                    );
-                }
+                self.end_blocked(env);
                 self.blocked_reason = None;
             }
-            Method::ChannelClose(close) => {
-                let last = self.channels.get(&channel).and_then(|c| c.last_publish);
-                if close.reply_code != 200 {
-                    let caused_by_publish = (close.class_id, close.method_id) == (60, 40);
-                    let parent = if caused_by_publish { last } else { None };
-                    let mut m = self.standalone("channel.close", parent, env);
-                    close_attrs(&mut m, &close);
-                    let outcome = Outcome::Error {
-                        kind: reply_code_name(close.reply_code),
-                        message: close.reply_text.clone(),
-                    };
-                    push(env, m.finish(env.now_ns, outcome));
-                }
-                if let Some(ch) = self.channels.remove(&channel) {
-                    let kind = reply_code_name(close.reply_code);
-                    let why = format!(
-                        "channel closed by the broker ({} {}) before the outcome was known",
-                        close.reply_code, close.reply_text
-                    );
-                    finish_channel(ch, env, &kind, &why);
-                }
-            }
-            Method::ChannelCloseOk => {
-                if let Some(ch) = self.channels.remove(&channel) {
-                    finish_channel(
-                        ch,
-                        env,
-                        "unconfirmed",
-                        "channel closed before the broker confirmed the publish",
-                    );
-                }
-            }
-            Method::BasicConsumeOk { consumer_tag } => {
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    if let Some((queue, _, no_ack)) = ch.pending_consume.pop_front() {
-                        if ch.consumers.len() < 4096 || ch.consumers.contains_key(&consumer_tag) {
-                            ch.consumers.insert(consumer_tag, (queue, no_ack));
-                        }
-                    }
-                }
-            }
-            Method::BasicGetEmpty => {
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.pending_get.pop_front();
-                }
-            }
+            Method::ChannelClose(close) => self.channel_closed_by_broker(channel, &close, env),
+            Method::ChannelCloseOk => self.channel_close_ok(channel, env),
+            Method::BasicConsumeOk { consumer_tag } => self.consume_ok(channel, consumer_tag),
+            Method::BasicGetEmpty => self.get_empty(channel),
             Method::TxCommitOk | Method::TxRollbackOk => self.tx_done(channel, env),
             Method::BasicCancel { consumer_tag } => {
                 self.consumer_cancelled(channel, consumer_tag, env)
@@ -979,209 +552,7 @@ impl Connection {
         }
     }
 
-    /// `tx.commit-ok` / `tx.rollback-ok`: the publishes of the oldest commit or rollback end, published
-    /// (ok) or not (error `rolled_back`). The `-ok` answers them in order (AMQP: synchronous methods).
-    fn tx_done<R: RandomSource>(&mut self, channel: u16, env: &mut Env<'_, R>) {
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let Some((n, commit)) = ch.tx_waiting.pop_front() else {
-            return;
-        };
-        let (done, kept): (Vec<Publish>, Vec<Publish>) =
-            ch.unconfirmed.drain(..).partition(|p| p.tx == Some(n));
-        ch.unconfirmed = kept.into();
-        for p in done {
-            let mut m = p.msg;
-            let outcome = if commit {
-                m.str_attr("messaging.rabbitmq.tx", "commit");
-                Outcome::Ok
-            } else {
-                m.str_attr("messaging.rabbitmq.tx", "rollback");
-                Outcome::Error {
-                    kind: "rolled_back".into(),
-                    message: "the transaction was rolled back: the message was not published"
-                        .into(),
-                }
-            };
-            push(env, m.finish(env.now_ns, outcome));
-        }
-    }
-
-    /// A `basic.cancel` from the broker: the consumer is gone (its queue was deleted, or the node that
-    /// held it went down). An error span naming the consumer and its queue.
-    fn consumer_cancelled<R: RandomSource>(
-        &mut self,
-        channel: u16,
-        consumer_tag: String,
-        env: &mut Env<'_, R>,
-    ) {
-        let queue = self
-            .channels
-            .get_mut(&channel)
-            .and_then(|ch| ch.consumers.remove(&consumer_tag))
-            .map(|(q, _)| q);
-        let name = match &queue {
-            Some(q) if !q.is_empty() => format!("cancel {q}"),
-            _ => "cancel".to_string(),
-        };
-        let mut m = self.standalone(&name, None, env);
-        m.str_attr("messaging.operation.name", "cancel");
-        if let Some(q) = queue.as_deref().filter(|q| !q.is_empty()) {
-            m.str_attr("messaging.destination.name", q);
-        }
-        m.str_attr("messaging.rabbitmq.consumer_tag", &consumer_tag);
-        push(
-            env,
-            m.finish(
-                env.now_ns,
-                Outcome::Error {
-                    kind: "consumer_cancelled".into(),
-                    message: "the broker cancelled the consumer (queue deleted or unavailable)"
-                        .into(),
-                },
-            ),
-        );
-    }
-
-    fn confirm<R: RandomSource>(
-        &mut self,
-        channel: u16,
-        tag: u64,
-        multiple: bool,
-        ack: bool,
-        env: &mut Env<'_, R>,
-    ) {
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let done: Vec<Publish> = if multiple {
-            let (settled, kept): (Vec<Publish>, Vec<Publish>) = ch
-                .unconfirmed
-                .drain(..)
-                .partition(|p| p.tx.is_none() && (tag == 0 || p.seq <= tag));
-            ch.unconfirmed = kept.into();
-            settled
-        } else {
-            match ch
-                .unconfirmed
-                .iter()
-                .position(|p| p.tx.is_none() && p.seq == tag)
-            {
-                Some(i) => ch.unconfirmed.remove(i).into_iter().collect(),
-                None => Vec::new(),
-            }
-        };
-        for p in done {
-            let mut m = p.msg;
-            m.str_attr(
-                "messaging.rabbitmq.confirm",
-                if ack { "ack" } else { "nack" },
-            );
-            let outcome = if ack {
-                Outcome::Ok
-            } else {
-                Outcome::Error {
-                    kind: "nack".into(),
-                    message: "the broker refused the message (basic.nack)".into(),
-                }
-            };
-            push(env, m.finish(env.now_ns, outcome));
-        }
-    }
-
-    fn on_delivery_header<R: RandomSource>(&mut self, d: DeliveryStart, env: &mut Env<'_, R>) {
-        let link = match header_traceparent(d.props.as_ref()).map(parse_traceparent) {
-            Some(Ok(tp)) => Some(tp),
-            Some(Err(_)) => {
-                env.counters.traceparent_malformed += 1;
-                None
-            }
-            None => None,
-        };
-        let trace_id = env.ids.trace_id();
-        let flags = match &link {
-            Some(tp) if tp.sampled() => FLAG_SAMPLED,
-            _ => new_flags(env.sampling_ratio, &trace_id),
-        };
-        let span_id = env.ids.span_id();
-        let target = d
-            .queue
-            .clone()
-            .filter(|q| !q.is_empty())
-            .or_else(|| Some(d.routing_key.clone()).filter(|r| !r.is_empty()))
-            .unwrap_or_else(|| destination(&d.exchange).to_string());
-        let mut msg = Msg {
-            trace_id,
-            span_id,
-            parent: None,
-            flags,
-            link,
-            name: format!("process {target}"),
-            kind: Kind::Consumer,
-            start_ns: env.now_ns,
-            attributes: Vec::with_capacity(14),
-            events: Vec::new(),
-            order_id: None,
-            status: None,
-            error: None,
-        };
-        msg.str_attr("messaging.system", "rabbitmq");
-        msg.str_attr("messaging.operation.type", "process");
-        msg.str_attr("messaging.operation.name", d.operation);
-        msg.str_attr("messaging.destination.name", &target);
-        msg.str_attr(
-            "messaging.destination_publish.name",
-            destination(&d.exchange),
-        );
-        if !d.routing_key.is_empty() {
-            msg.str_attr("messaging.rabbitmq.destination.routing_key", &d.routing_key);
-        }
-        msg.attr(
-            "messaging.rabbitmq.message.delivery_tag",
-            AttrValue::Int(i64::try_from(d.tag).unwrap_or(i64::MAX)),
-        );
-        msg.attr(
-            "messaging.rabbitmq.message.redelivered",
-            AttrValue::Bool(d.redelivered),
-        );
-        message_attrs(&mut msg, d.props.as_ref());
-        if let Some(v) = &self.vhost {
-            msg.str_attr("messaging.rabbitmq.vhost", v);
-        }
-        // publish → deliver latency: the producer span seen here, else the message's timestamp.
-        let seen = link
-            .as_ref()
-            .and_then(|tp| env.memory.published_at(&tp.parent_id));
-        let latency = match (seen, d.props.as_ref().and_then(|p| p.timestamp)) {
-            (Some(at), _) => Some((env.now_ns.saturating_sub(at) / 1_000_000, "producer_span")),
-            (None, Some(ts)) => Some((
-                (env.now_ns / 1_000_000).saturating_sub(ts.saturating_mul(1000)),
-                "timestamp",
-            )),
-            _ => None,
-        };
-        if let Some((ms, source)) = latency {
-            msg.attr(
-                "messaging.rabbitmq.delivery_latency_ms",
-                AttrValue::Int(i64::try_from(ms).unwrap_or(i64::MAX)),
-            );
-            msg.str_attr("messaging.rabbitmq.delivery_latency_source", source);
-        }
-        let delivery = Delivery {
-            msg,
-            tag: d.tag,
-            no_ack: d.no_ack,
-            exchange: d.exchange,
-            routing_key: d.routing_key,
-            queue: d.queue,
-            props: d.props,
-        };
-        if let Some(ch) = self.channel(d.channel) {
-            ch.receiving = Some(delivery);
-        }
-    }
-
+    /// A body from the broker completes a returned message, else a delivery.
     fn on_broker_body<R: RandomSource>(
         &mut self,
         channel: u16,
@@ -1189,7 +560,6 @@ impl Connection {
         body_size: u64,
         env: &mut Env<'_, R>,
     ) {
-        let max_pending = env.config.max_pending;
         let returning = self
             .channels
             .get_mut(&channel)
@@ -1198,108 +568,99 @@ impl Connection {
             self.on_return(channel, r, prefix, body_size, env);
             return;
         }
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let Some(mut d) = ch.receiving.take() else {
-            return;
-        };
-        d.msg.attr(
-            "messaging.message.body.size",
-            AttrValue::Int(i64::try_from(body_size).unwrap_or(i64::MAX)),
-        );
-        let key = MessageKey {
-            publish: false,
-            exchange: &d.exchange,
-            routing_key: &d.routing_key,
-            queue: d.queue.as_deref(),
-        };
-        apply_rule(&mut d.msg, env, &key, d.props.as_ref(), prefix, body_size);
-        if d.no_ack {
-            d.msg.str_attr("messaging.rabbitmq.outcome", "auto_ack");
-            push(env, d.msg.finish(env.now_ns, Outcome::Ok));
-            return;
-        }
-        if ch.unacked.len() >= max_pending {
-            env.amqp.pending_overflow += 1;
-            d.msg.str_attr("messaging.rabbitmq.outcome", "untracked");
-            push(env, d.msg.finish(env.now_ns, Outcome::Ok));
-            return;
-        }
-        ch.unacked.push_back(d);
+        self.on_delivery_body(channel, prefix, body_size, env);
     }
 
-    fn on_return<R: RandomSource>(
+    // -----------------------------------------------------------------------------------------
+    // The connection and its channels as a whole
+
+    /// `connection.close` from the broker: an error span unless it is a normal close (200), then
+    /// everything still waiting ends.
+    fn connection_closed_by_broker<R: RandomSource>(
         &mut self,
-        channel: u16,
-        r: Returned,
-        prefix: &[u8],
-        body_size: u64,
+        close: &Close,
         env: &mut Env<'_, R>,
     ) {
-        let kind = reply_code_name(r.reply_code);
-        let ev_attrs = vec![
-            (
-                "messaging.rabbitmq.reply_code".to_string(),
-                AttrValue::Int(i64::from(r.reply_code)),
-            ),
-            (
-                "messaging.rabbitmq.reply_text".to_string(),
-                AttrValue::Str(r.reply_text.clone()),
-            ),
-        ];
-        // With confirms, the publish is still waiting: the return becomes its error.
-        if let Some(ch) = self.channels.get_mut(&channel) {
-            let pending = ch.unconfirmed.iter_mut().find(|p| {
-                p.mandatory
-                    && p.msg.error.is_none()
-                    && p.exchange == r.exchange
-                    && p.routing_key == r.routing_key
-            });
-            if let Some(p) = pending {
-                p.msg
-                    .event("messaging.rabbitmq.returned", env.now_ns, ev_attrs);
-                p.msg.error = Some((kind, r.reply_text));
-                return;
+        if close.reply_code != 200 {
+            let m = self.standalone("connection.close", None, env);
+            push(env, close_span(m, close, env.now_ns));
+        }
+        let why = format!(
+            "connection closed by the broker ({} {}) before the outcome was known",
+            close.reply_code, close.reply_text
+        );
+        self.finish_all(env, &why);
+    }
+
+    /// `channel.close` from the broker: an error span unless it is a normal close (200) — a child of the
+    /// channel's last publish when a `basic.publish` caused it — then the channel's waiting messages end.
+    fn channel_closed_by_broker<R: RandomSource>(
+        &mut self,
+        channel: u16,
+        close: &Close,
+        env: &mut Env<'_, R>,
+    ) {
+        let last = self.channels.get(&channel).and_then(|c| c.last_publish);
+        if close.reply_code != 200 {
+            let caused_by_publish = (close.class_id, close.method_id) == (60, 40);
+            let parent = if caused_by_publish { last } else { None };
+            let m = self.standalone("channel.close", parent, env);
+            push(env, close_span(m, close, env.now_ns));
+        }
+        if let Some(ch) = self.channels.remove(&channel) {
+            let kind = reply_code_name(close.reply_code);
+            let why = format!(
+                "channel closed by the broker ({} {}) before the outcome was known",
+                close.reply_code, close.reply_text
+            );
+            settle::finish_channel(ch, env, &kind, &why);
+        }
+    }
+
+    /// `channel.close-ok` from the broker (the client closed the channel): what is still waiting ends.
+    fn channel_close_ok<R: RandomSource>(&mut self, channel: u16, env: &mut Env<'_, R>) {
+        if let Some(ch) = self.channels.remove(&channel) {
+            settle::finish_channel(
+                ch,
+                env,
+                "unconfirmed",
+                "channel closed before the broker confirmed the publish",
+            );
+        }
+    }
+
+    /// `connection.blocked`: one span for the whole blocked period (until `connection.unblocked`), and an
+    /// event on every publish in flight; publishes that start while blocked get the event too.
+    fn blocked<R: RandomSource>(&mut self, reason: String, env: &mut Env<'_, R>) {
+        if self.blocked.is_none() {
+            let mut m = self.standalone("connection.blocked", None, env);
+            m.str_attr("messaging.rabbitmq.blocked.reason", &reason);
+            self.blocked = Some(m);
+        }
+        let ev_attrs = vec![(
+            "messaging.rabbitmq.blocked.reason".to_string(),
+            AttrValue::Str(reason.clone()),
+        )];
+        for ch in self.channels.values_mut() {
+            for p in ch.publishing.iter_mut().chain(ch.unconfirmed.iter_mut()) {
+                p.msg.event(
+                    "messaging.rabbitmq.connection.blocked",
+                    env.now_ns,
+                    ev_attrs.clone(),
+                );
             }
         }
-        // Otherwise an error span of its own, in the trace the returned message carries.
-        let parent = match header_traceparent(r.props.as_ref()).map(parse_traceparent) {
-            Some(Ok(tp)) => Some(tp),
-            _ => None,
-        };
-        let dest = destination(&r.exchange).to_string();
-        let mut m = self.standalone(&format!("return {dest}"), parent, env);
-        m.str_attr("messaging.operation.name", "return");
-        m.str_attr("messaging.destination.name", &dest);
-        if !r.routing_key.is_empty() {
-            m.str_attr("messaging.rabbitmq.destination.routing_key", &r.routing_key);
+        self.blocked_reason = Some(reason);
+    }
+
+    /// Ends the blocked span, if one is open (the reason stays until the caller clears it).
+    fn end_blocked<R: RandomSource>(&mut self, env: &mut Env<'_, R>) {
+        if let Some(b) = self.blocked.take() {
+            push(
+                env,
+                b.finish(env.now_ns, blocked_outcome(&self.blocked_reason)),
+            );
         }
-        m.attr(
-            "messaging.message.body.size",
-            AttrValue::Int(i64::try_from(body_size).unwrap_or(i64::MAX)),
-        );
-        message_attrs(&mut m, r.props.as_ref());
-        for (k, v) in ev_attrs {
-            m.attr(&k, v);
-        }
-        let key = MessageKey {
-            publish: true,
-            exchange: &r.exchange,
-            routing_key: &r.routing_key,
-            queue: None,
-        };
-        apply_rule(&mut m, env, &key, r.props.as_ref(), prefix, body_size);
-        push(
-            env,
-            m.finish(
-                env.now_ns,
-                Outcome::Error {
-                    kind,
-                    message: r.reply_text,
-                },
-            ),
-        );
     }
 
     /// A span for a connection-level happening: a child of `parent` when given, else a new trace.
@@ -1338,17 +699,13 @@ impl Connection {
         m
     }
 
+    /// Every channel ends what it still holds (publishes as `unconfirmed`), and the blocked span ends.
     fn finish_all<R: RandomSource>(&mut self, env: &mut Env<'_, R>, why: &str) {
         let channels = std::mem::take(&mut self.channels);
         for (_, ch) in channels {
-            finish_channel(ch, env, "unconfirmed", why);
+            settle::finish_channel(ch, env, "unconfirmed", why);
         }
-        if let Some(b) = self.blocked.take() {
-            push(
-                env,
-                b.finish(env.now_ns, blocked_outcome(&self.blocked_reason)),
-            );
-        }
+        self.end_blocked(env);
     }
 }
 
@@ -1361,47 +718,8 @@ fn blocked_outcome(reason: &Option<String>) -> Outcome {
     }
 }
 
-/// Ends everything a closing channel still holds: publishes are unconfirmed (error `kind`), deliveries
-/// were never settled (the broker requeues them).
-fn finish_channel<R: RandomSource>(ch: Channel, env: &mut Env<'_, R>, kind: &str, why: &str) {
-    let publishes = ch.publishing.into_iter().chain(ch.unconfirmed);
-    for p in publishes {
-        env.amqp.unconfirmed += 1;
-        let mut m = p.msg;
-        if p.tx.is_some() {
-            m.str_attr("messaging.rabbitmq.tx", "not_committed");
-        } else {
-            m.str_attr("messaging.rabbitmq.confirm", "none");
-        }
-        push(
-            env,
-            m.finish(
-                env.now_ns,
-                Outcome::Error {
-                    kind: kind.to_string(),
-                    message: why.to_string(),
-                },
-            ),
-        );
-    }
-    for d in ch.receiving.into_iter().chain(ch.unacked) {
-        env.amqp.requeues += 1;
-        let mut m = d.msg;
-        m.str_attr("messaging.rabbitmq.outcome", "not_settled");
-        push(
-            env,
-            m.finish(
-                env.now_ns,
-                Outcome::Error {
-                    kind: "not_settled".into(),
-                    message: format!("{why}; the broker requeues the message"),
-                },
-            ),
-        );
-    }
-}
-
-fn close_attrs(m: &mut Msg, close: &Close) {
+/// The error span of a `connection.close` / `channel.close` with an error code.
+fn close_span(mut m: Msg, close: &Close, now_ns: u64) -> Option<SpanRecord> {
     m.attr(
         "messaging.rabbitmq.reply_code",
         AttrValue::Int(i64::from(close.reply_code)),
@@ -1413,6 +731,11 @@ fn close_attrs(m: &mut Msg, close: &Close) {
             &method_name(close.class_id, close.method_id),
         );
     }
+    let outcome = Outcome::Error {
+        kind: reply_code_name(close.reply_code),
+        message: close.reply_text.clone(),
+    };
+    m.finish(now_ns, outcome)
 }
 
 fn message_attrs(m: &mut Msg, props: Option<&Properties>) {
@@ -1455,36 +778,6 @@ fn push<R: RandomSource>(env: &mut Env<'_, R>, span: Option<SpanRecord>) {
     if let Some(s) = span {
         env.spans.push(s);
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Settle {
-    Ack,
-    Nack(bool),
-    Reject(bool),
-    Recover(bool),
-}
-
-struct PublishStart {
-    channel: u16,
-    exchange: String,
-    routing_key: String,
-    mandatory: bool,
-    header: Result<ContentHeader, WireError>,
-    frame: FrameSpan,
-    payload: Vec<u8>,
-}
-
-struct DeliveryStart {
-    channel: u16,
-    operation: &'static str,
-    tag: u64,
-    redelivered: bool,
-    exchange: String,
-    routing_key: String,
-    queue: Option<String>,
-    no_ack: bool,
-    props: Option<Properties>,
 }
 
 /// `buf` with each `(start, end, bytes)` range replaced (ranges ascending and disjoint).
