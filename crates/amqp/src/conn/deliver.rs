@@ -338,3 +338,237 @@ fn delivery_latency<R: RandomSource>(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::frame::{Method, Properties};
+    use ordertrace::otlp::{Kind, StatusCode};
+
+    fn ack(tag: u64) -> Vec<u8> {
+        method(
+            1,
+            Method::BasicAck {
+                delivery_tag: tag,
+                multiple: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_delivery_is_named_after_its_consumers_queue_linked_and_waits_for_the_ack() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "orders.q", "c1", false);
+        sim.broker(&deliver("c1", 7, &headers(&[("traceparent", TP)]), b"{}"));
+        assert!(
+            sim.spans.is_empty(),
+            "the delivery waits for the client's ack"
+        );
+        sim.advance_ms(2);
+        sim.client(&ack(7), false);
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["process orders.q"]);
+        let span = &spans[0];
+        assert_eq!(span.kind, Kind::Consumer);
+        assert_eq!(
+            span.parent_span_id, None,
+            "a new trace, linked to the producer"
+        );
+        assert_ne!(span.trace_id, tp().trace_id);
+        assert_eq!(span.links.len(), 1);
+        assert_eq!(span.links[0].trace_id, tp().trace_id);
+        assert_eq!(span.links[0].span_id, tp().parent_id);
+        assert_eq!(span.trace_flags & 1, 1, "sampled like its producer");
+        assert_eq!(span.end_ns - span.start_ns, 2_000_000);
+        assert_eq!(
+            attr(span, "messaging.operation.name").as_deref(),
+            Some("deliver")
+        );
+        assert_eq!(
+            attr(span, "messaging.destination_publish.name").as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            attr(span, "messaging.rabbitmq.message.delivery_tag").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            attr(span, "messaging.rabbitmq.message.redelivered").as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            attr(span, "messaging.message.body.size").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            attr(span, "messaging.rabbitmq.outcome").as_deref(),
+            Some("ack")
+        );
+    }
+
+    #[test]
+    fn consume_ok_names_a_broker_chosen_consumer() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "orders.q", "", false);
+        let ok = Method::BasicConsumeOk {
+            consumer_tag: "amq.ctag-1".into(),
+        };
+        sim.broker(&method(1, ok));
+        sim.broker(&deliver("amq.ctag-1", 1, &Properties::default(), b"{}"));
+        sim.broker(&deliver("unknown", 2, &Properties::default(), b"{}"));
+        sim.client(&ack(1), false);
+        sim.client(&ack(2), false);
+        // Without a known consumer the span is named after the routing key.
+        assert_eq!(
+            names(&sim.spans),
+            ["process orders.q", "process order.submitted"]
+        );
+    }
+
+    #[test]
+    fn an_auto_acked_delivery_ends_at_its_body() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "q", "c1", true);
+        sim.broker(&deliver("c1", 1, &Properties::default(), b"{}"));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["process q"]);
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.outcome").as_deref(),
+            Some("auto_ack")
+        );
+        assert_eq!(spans[0].status, StatusCode::Unset);
+    }
+
+    #[test]
+    fn get_ok_answers_the_oldest_get_not_emptied() {
+        let mut sim = open("{}", false);
+        for (queue, no_ack) in [("first", true), ("second", false)] {
+            let get = Method::BasicGet {
+                queue: queue.into(),
+                no_ack,
+            };
+            sim.client(&method(1, get), false);
+        }
+        sim.broker(&method(1, Method::BasicGetEmpty));
+        let get_ok = Method::BasicGetOk {
+            delivery_tag: 3,
+            redelivered: true,
+            exchange: "".into(),
+            routing_key: "second".into(),
+            message_count: 0,
+        };
+        sim.broker(&content(1, get_ok, &Properties::default(), b"x"));
+        assert!(sim.spans.is_empty(), "the second get is not auto-acked");
+        sim.client(&ack(3), false);
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["process second"]);
+        assert_eq!(
+            attr(&spans[0], "messaging.operation.name").as_deref(),
+            Some("get")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.destination_publish.name").as_deref(),
+            Some("amq.default")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.message.redelivered").as_deref(),
+            Some("true")
+        );
+    }
+
+    #[test]
+    fn latency_comes_from_the_producer_span_seen_here_else_from_the_timestamp() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "q", "c1", true);
+        sim.client(
+            &publish("orders", "k", &headers(&[("traceparent", TP)]), b"x"),
+            false,
+        );
+        sim.advance_ms(7);
+        sim.broker(&deliver("c1", 1, &headers(&[("traceparent", TP)]), b"x"));
+        let now_s = sim.now_ns / 1_000_000_000;
+        let stamped = Properties {
+            timestamp: Some(now_s - 2),
+            ..Properties::default()
+        };
+        sim.broker(&deliver("c1", 2, &stamped, b"x"));
+        sim.broker(&deliver("c1", 3, &Properties::default(), b"x"));
+        let spans = sim.take_spans();
+        assert_eq!(
+            names(&spans),
+            ["publish orders", "process q", "process q", "process q"]
+        );
+        let latency = |i: usize| {
+            (
+                attr(&spans[i], "messaging.rabbitmq.delivery_latency_ms"),
+                attr(&spans[i], "messaging.rabbitmq.delivery_latency_source"),
+            )
+        };
+        assert_eq!(latency(1), (Some("7".into()), Some("producer_span".into())));
+        let (ms, source) = latency(2);
+        let ms: u64 = ms.unwrap().parse().unwrap();
+        assert!((2000..3000).contains(&ms), "{ms}");
+        assert_eq!(source.as_deref(), Some("timestamp"));
+        assert_eq!(latency(3), (None, None));
+    }
+
+    #[test]
+    fn a_malformed_traceparent_on_a_delivery_is_counted_and_not_linked() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "q", "c1", true);
+        sim.broker(&deliver(
+            "c1",
+            1,
+            &headers(&[("traceparent", "00-bad")]),
+            b"x",
+        ));
+        assert_eq!(sim.counters.traceparent_malformed, 1);
+        assert!(sim.spans[0].links.is_empty());
+    }
+
+    #[test]
+    fn a_consumer_cancelled_by_the_broker_is_an_error_span_naming_its_queue() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "orders.q", "c1", false);
+        let cancel = Method::BasicCancel {
+            consumer_tag: "c1".into(),
+        };
+        sim.broker(&method(1, cancel.clone()));
+        // Cancelled again (unknown by now): no queue to name.
+        sim.broker(&method(1, cancel));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["cancel orders.q", "cancel"]);
+        assert_eq!(spans[0].status, StatusCode::Error);
+        assert_eq!(
+            attr(&spans[0], "error.type").as_deref(),
+            Some("consumer_cancelled")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.destination.name").as_deref(),
+            Some("orders.q")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.consumer_tag").as_deref(),
+            Some("c1")
+        );
+        assert_eq!(attr(&spans[1], "messaging.destination.name"), None);
+    }
+
+    #[test]
+    fn a_consumer_cancelled_by_the_client_is_forgotten() {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "orders.q", "c1", true);
+        let cancel = Method::BasicCancel {
+            consumer_tag: "c1".into(),
+        };
+        sim.client(&method(1, cancel), false);
+        sim.broker(&deliver("c1", 1, &Properties::default(), b"x"));
+        sim.client(&ack(1), false);
+        // Not auto-acked any more (the consumer is unknown), named after the routing key.
+        assert_eq!(names(&sim.spans), ["process order.submitted"]);
+        assert_eq!(
+            attr(&sim.spans[0], "messaging.rabbitmq.outcome").as_deref(),
+            Some("ack")
+        );
+    }
+}

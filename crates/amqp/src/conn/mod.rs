@@ -34,6 +34,8 @@
 mod deliver;
 mod publish;
 mod settle;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -795,4 +797,182 @@ pub fn apply_edits(buf: &[u8], edits: &[(usize, usize, Vec<u8>)]) -> Vec<u8> {
     }
     out.extend_from_slice(buf.get(at..).unwrap_or_default());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::{apply_edits, Flow};
+    use crate::frame::{Close, Method, Properties};
+    use ordertrace::otlp::StatusCode;
+
+    #[test]
+    fn a_connection_is_counted_once_whichever_side_speaks_first() {
+        let mut sim = open("{}", false);
+        sim.broker(&method(0, Method::ConnectionOpenOk));
+        sim.client(&method(1, Method::TxSelect), false);
+        assert_eq!(sim.amqp.connections, 1);
+        sim.reconnect();
+        sim.broker(&method(0, Method::ConnectionOpenOk));
+        assert_eq!(sim.amqp.connections, 2);
+    }
+
+    #[test]
+    fn a_stream_it_cannot_follow_passes_through_and_what_was_in_flight_ends_unknown() {
+        let mut sim = open("{}", true);
+        sim.client(
+            &publish("orders", "k", &Properties::default(), b"{}"),
+            false,
+        );
+        assert!(sim.spans.is_empty(), "the publish waits for its confirm");
+        // A frame whose frame-end octet is wrong: the decoder gives up.
+        let mut bad = method(1, Method::TxSelect);
+        *bad.last_mut().unwrap() = 0;
+        sim.client(&bad, false);
+        assert!(sim.conn.is_passthrough());
+        assert!(!sim.conn.wants_data());
+        assert_eq!(sim.amqp.passthrough, 1);
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.outcome").as_deref(),
+            Some("unknown")
+        );
+        assert!(attr(&spans[0], "ordertrace.amqp.gave_up").is_some());
+        assert_eq!(spans[0].status, StatusCode::Unset);
+        // From then on, bytes go on untouched and nothing more is traced.
+        let before = sim.upstream.len();
+        let more = publish("orders", "k", &Properties::default(), b"{}");
+        sim.client(&more, false);
+        assert_eq!(&sim.upstream[before..], more.as_slice());
+        sim.close();
+        assert!(sim.spans.is_empty());
+        assert_eq!(sim.amqp.passthrough, 1);
+    }
+
+    #[test]
+    fn a_header_frame_cut_by_the_read_is_held_until_whole_then_rewritten() {
+        let mut sim = open("{}", false);
+        let bytes = publish("orders", "k", &Properties::default(), b"{}");
+        let method_len = method(1, publish_method("orders", "k", false)).len();
+        let (first, rest) = bytes.split_at(method_len + 5);
+        let sent = sim.upstream.len();
+        assert_eq!(sim.client(first, false), Flow::Pause);
+        assert_eq!(
+            sim.upstream.len(),
+            sent,
+            "nothing leaves ahead of the header frame"
+        );
+        assert_eq!(sim.client(rest, false), Flow::Continue);
+        assert!(sim.held.is_empty());
+        assert_eq!(sim.amqp.injected, 1);
+        assert!(sim.upstream.len() > sent + bytes.len());
+        assert_eq!(names(&sim.spans), ["publish orders"]);
+    }
+
+    #[test]
+    fn nothing_is_held_with_inject_off_or_at_end_of_stream() {
+        let bytes = publish("orders", "k", &Properties::default(), b"{}");
+        let cut = method(1, publish_method("orders", "k", false)).len() + 5;
+        let mut off = open(r#"{"inject":false}"#, false);
+        assert_eq!(off.client(&bytes[..cut], false), Flow::Continue);
+        let mut eos = open("{}", false);
+        assert_eq!(eos.client(&bytes[..cut], true), Flow::Continue);
+    }
+
+    #[test]
+    fn a_broker_channel_close_caused_by_a_publish_is_a_child_of_that_publish() {
+        let mut sim = open("{}", true);
+        sim.client(
+            &publish("orders", "k", &Properties::default(), b"{}"),
+            false,
+        );
+        let close = Close {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - no exchange 'orders'".into(),
+            class_id: 60,
+            method_id: 40,
+        };
+        sim.broker(&method(1, Method::ChannelClose(close)));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["channel.close", "publish orders"]);
+        let (closed, publish) = (&spans[0], &spans[1]);
+        assert_eq!(closed.trace_id, publish.trace_id);
+        assert_eq!(closed.parent_span_id, Some(publish.span_id));
+        assert_eq!(
+            attr(closed, "messaging.rabbitmq.reply_code").as_deref(),
+            Some("404")
+        );
+        assert_eq!(
+            attr(closed, "messaging.rabbitmq.failed_method").as_deref(),
+            Some("basic.publish")
+        );
+        assert_eq!(attr(publish, "error.type").as_deref(), Some("NOT_FOUND"));
+        assert_eq!(
+            attr(publish, "messaging.rabbitmq.confirm").as_deref(),
+            Some("none")
+        );
+        assert_eq!(sim.amqp.unconfirmed, 1);
+    }
+
+    #[test]
+    fn a_normal_connection_close_from_the_broker_is_no_span_but_ends_what_waits() {
+        let mut sim = open("{}", true);
+        sim.client(
+            &publish("orders", "k", &Properties::default(), b"{}"),
+            false,
+        );
+        let close = Close {
+            reply_code: 200,
+            reply_text: "Goodbye".into(),
+            class_id: 0,
+            method_id: 0,
+        };
+        sim.broker(&method(0, Method::ConnectionClose(close)));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        assert!(spans[0].status_message.contains("(200 Goodbye)"));
+    }
+
+    #[test]
+    fn the_blocked_span_covers_the_blocked_period_and_publishes_get_an_event() {
+        let mut sim = open("{}", true);
+        sim.client(
+            &publish("orders", "a", &Properties::default(), b"{}"),
+            false,
+        );
+        let blocked = Method::ConnectionBlocked {
+            reason: "low on memory".into(),
+        };
+        sim.broker(&method(0, blocked));
+        sim.advance_ms(5);
+        sim.client(
+            &publish("orders", "b", &Properties::default(), b"{}"),
+            false,
+        );
+        sim.broker(&method(0, Method::ConnectionUnblocked));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["connection.blocked"]);
+        assert_eq!(spans[0].end_ns - spans[0].start_ns, 5_000_000);
+        assert_eq!(spans[0].status_message, "low on memory");
+        sim.close();
+        let publishes = sim.take_spans();
+        assert_eq!(names(&publishes), ["publish orders", "publish orders"]);
+        for p in &publishes {
+            assert_eq!(p.events.len(), 1);
+            assert_eq!(p.events[0].name, "messaging.rabbitmq.connection.blocked");
+        }
+    }
+
+    #[test]
+    fn apply_edits_replaces_ascending_ranges_and_skips_overlaps() {
+        let buf = b"0123456789";
+        let edits = vec![
+            (1, 3, b"ab".to_vec()),
+            (2, 4, b"zz".to_vec()),
+            (5, 6, b"XYZ".to_vec()),
+        ];
+        assert_eq!(apply_edits(buf, &edits), b"0ab34XYZ6789");
+        assert_eq!(apply_edits(buf, &[]), buf);
+    }
 }

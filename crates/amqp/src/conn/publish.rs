@@ -242,3 +242,177 @@ fn await_outcome<R: RandomSource>(ch: &mut Channel, mut p: Publish, env: &mut En
     }
     ch.unconfirmed.push_back(p);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::frame::{Method, Properties};
+    use ordertrace::otlp::{Kind, StatusCode};
+    use ordertrace::tracecontext::parse_traceparent;
+
+    /// The `traceparent` the broker received in the (only) publish's header frame.
+    fn sent_traceparent(upstream: &[u8]) -> Option<String> {
+        let needle = b"traceparent";
+        let at = upstream.windows(needle.len()).position(|w| w == needle)?;
+        // name, then 'S' and a 4-byte length, then the 55-character value.
+        let value = upstream.get(at + needle.len() + 5..at + needle.len() + 5 + 55)?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    }
+
+    #[test]
+    fn a_publish_without_confirms_ends_at_its_body_carrying_its_own_traceparent() {
+        let mut sim = open("{}", false);
+        let bytes = publish(
+            "orders",
+            "order.submitted",
+            &Properties::default(),
+            br#"{"a":1}"#,
+        );
+        sim.client(&bytes, false);
+        assert_eq!((sim.amqp.injected, sim.amqp.inject_skipped), (1, 0));
+        assert_eq!(sim.counters.traceparent_created, 1);
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        let span = &spans[0];
+        assert_eq!(span.kind, Kind::Producer);
+        assert_eq!(span.parent_span_id, None);
+        assert_eq!(span.status, StatusCode::Unset);
+        assert_eq!(
+            attr(span, "messaging.operation.name").as_deref(),
+            Some("publish")
+        );
+        assert_eq!(
+            attr(span, "messaging.rabbitmq.destination.routing_key").as_deref(),
+            Some("order.submitted")
+        );
+        assert_eq!(
+            attr(span, "messaging.message.body.size").as_deref(),
+            Some("7")
+        );
+        assert_eq!(attr(span, "messaging.rabbitmq.vhost").as_deref(), Some("/"));
+        let sent = sent_traceparent(&sim.upstream).expect("a traceparent header was added");
+        let sent = parse_traceparent(sent.as_bytes()).unwrap();
+        assert_eq!(
+            (sent.trace_id, sent.parent_id),
+            (span.trace_id, span.span_id)
+        );
+    }
+
+    #[test]
+    fn an_incoming_traceparent_is_continued_and_the_bytes_are_left_alone() {
+        let mut sim = open("{}", false);
+        let bytes = publish("", "q", &headers(&[("traceparent", TP)]), b"x");
+        let before = sim.upstream.len();
+        sim.client(&bytes, false);
+        assert_eq!(&sim.upstream[before..], bytes.as_slice());
+        assert_eq!((sim.amqp.injected, sim.amqp.inject_skipped), (0, 0));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish amq.default"]);
+        assert_eq!(spans[0].trace_id, tp().trace_id);
+        assert_eq!(spans[0].parent_span_id, Some(tp().parent_id));
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_counted_and_neither_continued_nor_replaced() {
+        let mut sim = open("{}", false);
+        let bytes = publish("orders", "k", &headers(&[("traceparent", "garbage")]), b"x");
+        let before = sim.upstream.len();
+        sim.client(&bytes, false);
+        assert_eq!(&sim.upstream[before..], bytes.as_slice());
+        assert_eq!(sim.counters.traceparent_malformed, 1);
+        assert_eq!(sim.counters.traceparent_created, 0);
+        assert_eq!((sim.amqp.injected, sim.amqp.inject_skipped), (0, 0));
+        let spans = sim.take_spans();
+        assert_ne!(spans[0].trace_id, tp().trace_id);
+        assert_eq!(spans[0].parent_span_id, None);
+    }
+
+    #[test]
+    fn a_header_frame_that_would_pass_frame_max_is_not_rewritten() {
+        let mut sim = open("{}", false);
+        // The header frame is the largest frame of this publish, and frame-max exactly its size: the
+        // decoder follows it, the rewritten one would not fit.
+        let props = Properties {
+            message_id: Some("m".repeat(64)),
+            ..Properties::default()
+        };
+        let frame_max = header_frame(1, &props, 1).len() as u32;
+        let tune = Method::ConnectionTuneOk {
+            channel_max: 2047,
+            frame_max,
+            heartbeat: 60,
+        };
+        sim.client(&method(0, tune), false);
+        let bytes = publish("orders", "k", &props, b"x");
+        let before = sim.upstream.len();
+        sim.client(&bytes, false);
+        assert_eq!(&sim.upstream[before..], bytes.as_slice());
+        assert_eq!((sim.amqp.injected, sim.amqp.inject_skipped), (0, 1));
+        assert_eq!(names(&sim.spans), ["publish orders"]);
+    }
+
+    #[test]
+    fn with_confirms_publishes_wait_and_past_max_pending_end_untracked() {
+        let mut sim = open(r#"{"max_pending":1}"#, true);
+        sim.client(&publish("orders", "a", &Properties::default(), b"x"), false);
+        assert!(
+            sim.spans.is_empty(),
+            "the first publish waits for its confirm"
+        );
+        sim.client(&publish("orders", "b", &Properties::default(), b"x"), false);
+        assert_eq!(sim.amqp.pending_overflow, 1);
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.confirm").as_deref(),
+            Some("untracked")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.destination.routing_key").as_deref(),
+            Some("b")
+        );
+        // The waiting one is confirm number 1.
+        let ack = Method::BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        };
+        sim.broker(&method(1, ack));
+        let spans = sim.take_spans();
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.destination.routing_key").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.confirm").as_deref(),
+            Some("ack")
+        );
+    }
+
+    #[test]
+    fn the_rule_of_the_exchange_reads_the_body() {
+        let json = r#"{"rules":[{"exchange":"orders","order_id":{"body":"/orderId"},"status":"SUBMITTED"}]}"#;
+        let mut sim = open(json, false);
+        sim.client(
+            &publish(
+                "orders",
+                "k",
+                &Properties::default(),
+                br#"{"orderId":"A-1"}"#,
+            ),
+            false,
+        );
+        sim.client(
+            &publish(
+                "other",
+                "k",
+                &Properties::default(),
+                br#"{"orderId":"B-2"}"#,
+            ),
+            false,
+        );
+        assert_eq!(sim.counters.rule_matches, 1);
+        let spans = sim.take_spans();
+        assert_eq!(attr(&spans[0], "order.id").as_deref(), Some("A-1"));
+        assert_eq!(attr(&spans[1], "order.id"), None);
+    }
+}

@@ -366,3 +366,269 @@ pub(super) fn give_up_channel<R: RandomSource>(ch: Channel, env: &mut Env<'_, R>
         push(env, m.finish(env.now_ns, Outcome::Ok));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::frame::{Close, Method, Properties};
+    use crate::sim::Sim;
+    use ordertrace::otlp::StatusCode;
+
+    /// Deliveries `tags` to a consumer of `q` that acks.
+    fn delivered(tags: &[u64]) -> Sim {
+        let mut sim = open("{}", false);
+        consume(&mut sim, "q", "c1", false);
+        for tag in tags {
+            sim.broker(&deliver("c1", *tag, &Properties::default(), b"x"));
+        }
+        sim
+    }
+
+    fn tag_of(span: &ordertrace::otlp::SpanRecord) -> String {
+        attr(span, "messaging.rabbitmq.message.delivery_tag").unwrap()
+    }
+
+    fn outcome(span: &ordertrace::otlp::SpanRecord) -> Option<String> {
+        attr(span, "messaging.rabbitmq.outcome")
+    }
+
+    #[test]
+    fn ack_multiple_settles_up_to_its_tag_and_close_ends_the_rest_unsettled() {
+        let mut sim = delivered(&[1, 2, 3]);
+        let ack = Method::BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        };
+        sim.client(&method(1, ack), false);
+        let spans = sim.take_spans();
+        assert_eq!(spans.iter().map(tag_of).collect::<Vec<_>>(), ["1", "2"]);
+        assert!(spans.iter().all(|s| outcome(s).as_deref() == Some("ack")));
+        assert!(spans.iter().all(|s| s.status == StatusCode::Unset));
+        sim.close();
+        let spans = sim.take_spans();
+        assert_eq!(spans.iter().map(tag_of).collect::<Vec<_>>(), ["3"]);
+        assert_eq!(outcome(&spans[0]).as_deref(), Some("not_settled"));
+        assert_eq!(
+            attr(&spans[0], "error.type").as_deref(),
+            Some("not_settled")
+        );
+        assert_eq!(sim.amqp.requeues, 1);
+    }
+
+    #[test]
+    fn nack_reject_and_recover_are_errors_and_count_requeues() {
+        let mut sim = delivered(&[1, 2, 3, 4]);
+        let nack = Method::BasicNack {
+            delivery_tag: 2,
+            multiple: false,
+            requeue: true,
+        };
+        let reject = Method::BasicReject {
+            delivery_tag: 1,
+            requeue: false,
+        };
+        sim.client(&[method(1, nack), method(1, reject)].concat(), false);
+        sim.client(&method(1, Method::BasicRecover { requeue: true }), false);
+        let spans = sim.take_spans();
+        let seen: Vec<(String, Option<String>, Option<String>)> = spans
+            .iter()
+            .map(|s| (tag_of(s), outcome(s), attr(s, "messaging.rabbitmq.requeue")))
+            .collect();
+        let want =
+            |t: &str, o: &str, r: &str| (t.to_string(), Some(o.to_string()), Some(r.to_string()));
+        assert_eq!(
+            seen,
+            [
+                want("2", "nack", "true"),
+                want("1", "reject", "false"),
+                want("3", "recover", "true"),
+                want("4", "recover", "true"),
+            ]
+        );
+        assert!(spans.iter().all(|s| s.status == StatusCode::Error));
+        assert_eq!(
+            spans[1].status_message,
+            "discarded (or dead-lettered) by the consumer"
+        );
+        assert_eq!(sim.amqp.requeues, 3);
+    }
+
+    #[test]
+    fn confirms_end_publishes_by_sequence_number() {
+        let mut sim = open("{}", true);
+        for rk in ["a", "b", "c"] {
+            sim.client(&publish("orders", rk, &Properties::default(), b"x"), false);
+        }
+        let nack = Method::BasicNack {
+            delivery_tag: 2,
+            multiple: false,
+            requeue: false,
+        };
+        sim.broker(&method(1, nack));
+        let ack_all = Method::BasicAck {
+            delivery_tag: 0,
+            multiple: true,
+        };
+        sim.broker(&method(1, ack_all));
+        let spans = sim.take_spans();
+        let seen: Vec<(Option<String>, Option<String>)> = spans
+            .iter()
+            .map(|s| {
+                (
+                    attr(s, "messaging.rabbitmq.destination.routing_key"),
+                    attr(s, "messaging.rabbitmq.confirm"),
+                )
+            })
+            .collect();
+        let want = |rk: &str, c: &str| (Some(rk.to_string()), Some(c.to_string()));
+        assert_eq!(
+            seen,
+            [want("b", "nack"), want("a", "ack"), want("c", "ack")]
+        );
+        assert_eq!(attr(&spans[0], "error.type").as_deref(), Some("nack"));
+        assert_eq!(spans[1].status, StatusCode::Unset);
+    }
+
+    fn returned(exchange: &str, routing_key: &str, props: &Properties) -> Vec<u8> {
+        let m = Method::BasicReturn {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+        };
+        content(1, m, props, b"xy")
+    }
+
+    #[test]
+    fn with_confirms_a_return_becomes_the_error_of_the_waiting_publish() {
+        let mut sim = open("{}", true);
+        let m = publish_method("orders", "nowhere", true);
+        sim.client(&content(1, m, &Properties::default(), b"xy"), false);
+        sim.broker(&returned("orders", "nowhere", &Properties::default()));
+        assert!(
+            sim.spans.is_empty(),
+            "the publish still waits for its confirm"
+        );
+        let ack = Method::BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        };
+        sim.broker(&method(1, ack));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        assert_eq!(spans[0].status, StatusCode::Error);
+        assert_eq!(spans[0].status_message, "NO_ROUTE");
+        assert_eq!(attr(&spans[0], "error.type").as_deref(), Some("NO_ROUTE"));
+        assert_eq!(spans[0].events[0].name, "messaging.rabbitmq.returned");
+    }
+
+    #[test]
+    fn without_confirms_a_return_is_a_span_in_the_returned_messages_trace() {
+        let mut sim = open("{}", false);
+        let m = publish_method("orders", "nowhere", true);
+        sim.client(
+            &content(1, m, &headers(&[("traceparent", TP)]), b"xy"),
+            false,
+        );
+        sim.take_spans();
+        sim.broker(&returned(
+            "orders",
+            "nowhere",
+            &headers(&[("traceparent", TP)]),
+        ));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["return orders"]);
+        assert_eq!(spans[0].trace_id, tp().trace_id);
+        assert_eq!(spans[0].parent_span_id, Some(tp().parent_id));
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.reply_code").as_deref(),
+            Some("312")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.message.body.size").as_deref(),
+            Some("2")
+        );
+        assert_eq!(attr(&spans[0], "error.type").as_deref(), Some("NO_ROUTE"));
+    }
+
+    #[test]
+    fn tx_commit_and_rollback_end_their_own_publishes_in_order() {
+        let mut sim = open("{}", false);
+        sim.client(&method(1, Method::TxSelect), false);
+        sim.client(&publish("orders", "a", &Properties::default(), b"x"), false);
+        sim.client(&method(1, Method::TxCommit), false);
+        sim.client(&publish("orders", "b", &Properties::default(), b"x"), false);
+        sim.client(&method(1, Method::TxRollback), false);
+        sim.client(&publish("orders", "c", &Properties::default(), b"x"), false);
+        assert!(sim.spans.is_empty());
+        sim.broker(&method(1, Method::TxCommitOk));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.tx").as_deref(),
+            Some("commit")
+        );
+        assert_eq!(spans[0].status, StatusCode::Unset);
+        sim.broker(&method(1, Method::TxRollbackOk));
+        let spans = sim.take_spans();
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.tx").as_deref(),
+            Some("rollback")
+        );
+        assert_eq!(
+            attr(&spans[0], "error.type").as_deref(),
+            Some("rolled_back")
+        );
+        // The third waits for a commit that never comes.
+        sim.close();
+        let spans = sim.take_spans();
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.destination.routing_key").as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.tx").as_deref(),
+            Some("not_committed")
+        );
+        assert_eq!(sim.amqp.unconfirmed, 1);
+    }
+
+    #[test]
+    fn a_channel_the_client_closes_requeues_its_unsettled_deliveries() {
+        let mut sim = delivered(&[1, 2]);
+        let close = Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        };
+        sim.client(&method(1, Method::ChannelClose(close)), false);
+        let spans = sim.take_spans();
+        assert_eq!(spans.iter().map(tag_of).collect::<Vec<_>>(), ["1", "2"]);
+        assert!(spans
+            .iter()
+            .all(|s| outcome(s).as_deref() == Some("channel_closed")));
+        assert_eq!(sim.amqp.requeues, 2);
+        sim.broker(&method(1, Method::ChannelCloseOk));
+        sim.close();
+        assert!(sim.spans.is_empty(), "nothing is left to end");
+    }
+
+    #[test]
+    fn close_ok_ends_the_channels_unconfirmed_publishes() {
+        let mut sim = open("{}", true);
+        sim.client(&publish("orders", "a", &Properties::default(), b"x"), false);
+        sim.broker(&method(1, Method::ChannelCloseOk));
+        let spans = sim.take_spans();
+        assert_eq!(names(&spans), ["publish orders"]);
+        assert_eq!(
+            attr(&spans[0], "error.type").as_deref(),
+            Some("unconfirmed")
+        );
+        assert_eq!(
+            attr(&spans[0], "messaging.rabbitmq.confirm").as_deref(),
+            Some("none")
+        );
+        assert_eq!(sim.amqp.unconfirmed, 1);
+    }
+}
