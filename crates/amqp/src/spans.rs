@@ -167,7 +167,6 @@ pub fn method_name(class_id: u16, method_id: u16) -> String {
     name.to_string()
 }
 
-/// Cuts a value to [`MAX_VALUE_BYTES`] at a character boundary.
 /// How a message's span ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
