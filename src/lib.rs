@@ -2,8 +2,9 @@
 //! host ABI and no I/O. The glue lives in the workspace's other crates (`crates/edge`, `crates/amqp`,
 //! `crates/collector`, `crates/cli`), which the compiler keeps out of here.
 //!
-//! Imports run one way, leaves first: `error`, `text`, `tracecontext`, `template`, `json`, `jsonscan` →
-//! `json::read` → `redact`, `order` → `config` → `otlp`, `metrics`, `export`, `ids`, `host` → `worker`.
+//! Imports run one way (tests/architecture.rs checks it), leaves first: `tracecontext`, `template`,
+//! `jsonscan`, `text`, `metrics`, `host` → `error` → `json` (with `json::read`) → `otlp` → `order` →
+//! `redact` → `config` → `export`, `ids` → `worker`.
 //! The core talks to its host through the traits in [`host`]; tests use the mock host in `testing`.
 
 pub mod config;

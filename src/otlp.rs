@@ -1,6 +1,6 @@
-//! Spans as the core builds them, their redaction, and their OTLP protobuf encoding.
+//! Spans as the core builds them, and their OTLP protobuf encoding.
 //!
-//! A finished span is redacted, then encoded once into the bytes of an OTLP `Span` message and queued as
+//! A finished span is redacted ([`crate::redact::encode_span`]), then encoded once into the bytes of an OTLP `Span` message and queued as
 //! such; an export request is then framed around the queued bytes without re-encoding anything
 //! (`ExportTraceServiceRequest { resource_spans: [ { resource, scope_spans: [ { scope, spans } ] } ] }`).
 

@@ -605,7 +605,7 @@ fn transactions_and_a_consumer_cancelled_by_the_broker_through_envoy() {
 }
 
 /// Regenerates `fuzz/corpus/` from a real broker: a recording TCP relay between amiquip and RabbitMQ
-/// (`cargo test --test amqp_broker capture_fuzz_corpus -- --ignored`). Each file is a sequence of reads:
+/// (`cargo test -p ordertrace-tests --test amqp_broker capture_fuzz_corpus -- --ignored`). Each file is a sequence of reads:
 /// `C|B` (client or broker), a u32 big-endian length, the bytes.
 #[test]
 #[ignore = "maintenance: rewrites fuzz/corpus from a live broker"]

@@ -1,4 +1,4 @@
-//! Contract tests of the collector plugin: the same cases natively (`ordertrace::collector`), against the
+//! Contract tests of the collector plugin: the same cases natively (`ordertrace_collector`), against the
 //! WIT component `dist/ordertrace-collector.wasm` in a wasmtime host generated from wit/ordertrace.wit
 //! (tests/collector/component.rs), and against the otelwasm build `dist/ordertrace-otelwasm.wasm` in a
 //! small otelwasm host (tests/collector/otelwasm.rs). `make collector-wasm otelwasm-wasm` builds both.
@@ -492,7 +492,7 @@ fn the_deployed_plugin_configuration_is_valid_in_both_builds() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Benchmark: `make bench-collector` (cargo test --test collector_contract -- --ignored --nocapture)
+// Benchmark: `make bench-collector` (cargo test -p ordertrace-tests --test collector_contract -- --ignored --nocapture)
 
 /// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`), so that a busy machine does not
 /// count as a slow plugin; wall time where it is unavailable.

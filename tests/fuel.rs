@@ -4,7 +4,7 @@
 //! same module and inputs always give the same figures, so they guard the filter's own cost
 //! (Envoy's CPU is measured separately by `make bench`). Also: guest memory over 100 000 requests.
 //!
-//! `make bench-fuel` (= `cargo test --test fuel -- --nocapture`) prints the table recorded in
+//! `make bench-fuel` (= `cargo test -p ordertrace-tests --test fuel -- --nocapture`) prints the table recorded in
 //! docs/benchmarks.md ("Fuel per request"). Fuel does not depend on how the test binary is built,
 //! so the debug build is used.
 

@@ -18,9 +18,6 @@
 //! Host calls per callback: one buffer read, plus one buffer write when a `traceparent` was added, plus one
 //! clock read while the connection is decoded. Nothing at all once the connection is passed through.
 //! AMQP counters live in this VM's memory and are flushed by the root context's tick ([`flush_counters`]).
-//!
-//! The root context (configuration, export, the core's metrics) is `ordertrace-proxy`'s; this module's
-//! plugin compiles the `amqp` section, flushes the AMQP counters on the tick and makes the connections.
 
 use std::cell::RefCell;
 use std::rc::Rc;
