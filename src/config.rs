@@ -1,4 +1,4 @@
-//! Plugin configuration: JSON ([`crate::json`]) read into raw structs by [`json::read`](crate::json::read) (unknown keys rejected,
+//! Plugin configuration: JSON ([`crate::json`]) read into raw structs by [`crate::json::read`] (unknown keys rejected,
 //! defaults filled in), then compiled once into a validated [`Config`]. Every error names the field it is
 //! about (`routes[2].status.request_body`), and the same code backs the filter's `on_configure` and
 //! `ordertrace check`.
